@@ -1,0 +1,181 @@
+//! The command line: one clap definition, then dispatch into the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, FlagOverride, Loaded};
+use crate::error::{Error, Result};
+use crate::store::Stores;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "housekeep",
+    version,
+    about = "Artifact housekeeping for CI job artifacts in PostgreSQL and object storage",
+    long_about = "Artifact housekeeping for CI job artifacts in PostgreSQL and object storage.\n\n\
+        Configuration comes from a TOML file (--config or HOUSEKEEP_CONFIG), overridden by \
+        HOUSEKEEP_* environment variables, overridden by flags. `housekeep config` shows the result.\n\n\
+        Exit codes: 0 success, 1 failure, 2 bad usage, configuration or input (nothing changed), \
+        3 finished with some items failed, 130 interrupted (safe to run again)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML) [env: HOUSEKEEP_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL, e.g. postgres://user:password@host/db [env: HOUSEKEEP_DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Store of remote objects: file:///dir, s3://bucket[/prefix], gs://…, az://… [env: HOUSEKEEP_STORE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub store_url: Option<String>,
+    /// Store of local objects (file_store = 1), a file:// URL [env: HOUSEKEEP_LOCAL_STORE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub local_store_url: Option<String>,
+    /// Log format [env: HOUSEKEEP_LOG_FORMAT]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending schema migrations (idempotent; safe to run from several processes at once)
+    Migrate,
+    /// Print the effective configuration, secrets redacted
+    Config,
+    /// Fill the database (and the store) with a realistic, deterministic demo dataset
+    Seed(SeedArgs),
+    /// Summarise artifacts by state, the deletion queue, uploads and, with --scan-store, orphans
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Random seed: the same seed gives the same dataset
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Number of projects
+    #[arg(long, default_value_t = 10)]
+    pub projects: i64,
+    /// Number of artifact rows
+    #[arg(long, default_value_t = 2000)]
+    pub artifacts: i64,
+    /// Number of orphan objects to plant in the store
+    #[arg(long, default_value_t = 25)]
+    pub orphans: i64,
+    /// Write rows only, no objects (for large benchmarks)
+    #[arg(long)]
+    pub no_objects: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also list the store: orphan @final objects and rows whose object is missing
+    #[arg(long)]
+    pub scan_store: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+fn flag_overrides(g: &GlobalArgs) -> Vec<FlagOverride> {
+    let mut out = Vec::new();
+    let mut add = |key: &'static str, flag: &'static str, v: Option<String>| {
+        if let Some(value) = v {
+            out.push(FlagOverride { key, value, flag });
+        }
+    };
+    add("database_url", "--database-url", g.database_url.clone());
+    add("store_url", "--store-url", g.store_url.clone());
+    add("local_store_url", "--local-store-url", g.local_store_url.clone());
+    add(
+        "log_format",
+        "--log-format",
+        g.log_format.map(|f| f.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()),
+    );
+    out
+}
+
+/// Load the configuration, start logging and run the command.
+pub fn run(cli: Cli) -> Result<()> {
+    let loaded = config::load(cli.global.config.as_deref(), &flag_overrides(&cli.global))?;
+    crate::logging::init(loaded.config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::other(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(dispatch(cli.command, loaded))
+}
+
+async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
+    let config = &loaded.config;
+    match command {
+        Command::Config => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Migrate => {
+            let mut client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let applied = crate::db::migrate::run(&mut client).await?;
+            if applied.is_empty() {
+                println!("schema is up to date ({} migrations)", crate::db::migrate::available().len());
+            } else {
+                for m in applied {
+                    println!("applied V{}__{}", m.version, m.name);
+                }
+            }
+            Ok(())
+        }
+        Command::Seed(a) => {
+            let stores = if a.no_objects { None } else { Some(Stores::open(config)?) };
+            let mut client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let opts = crate::seed::SeedOptions {
+                seed: a.seed,
+                projects: a.projects,
+                artifacts: a.artifacts,
+                orphans: a.orphans,
+                objects: !a.no_objects,
+            };
+            let started = std::time::Instant::now();
+            let r = crate::seed::seed(&mut client, stores.as_ref(), &opts).await?;
+            println!(
+                "seeded {} projects, {} pipelines, {} jobs, {} artifacts ({} bytes), {} queued objects, {} pending uploads, \
+                 {} orphans, {} rows without object; wrote {} objects ({} bytes) in {:.1}s",
+                r.projects, r.pipelines, r.jobs, r.artifacts, r.artifact_bytes, r.queued_objects, r.pending_uploads,
+                r.orphans, r.missing_objects, r.objects_written, r.object_bytes_written, started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Status(a) => {
+            let stores = if a.scan_store { Some(Stores::open(config)?) } else { None };
+            let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let s = crate::status::status(&client, stores.as_ref()).await?;
+            match a.format {
+                Format::Table => print!("{}", s.to_table()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&s).map_err(Error::other)?),
+            }
+            Ok(())
+        }
+    }
+}

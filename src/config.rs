@@ -1,0 +1,524 @@
+//! Configuration: one TOML file (`--config` or `HOUSEKEEP_CONFIG`), overridden by `HOUSEKEEP_*`
+//! environment variables, overridden by flags (SPEC §3).
+//!
+//! Every key has exactly one environment name, derived from its dotted path
+//! (`tasks.delete-objects.concurrency` → `HOUSEKEEP_TASKS_DELETE_OBJECTS_CONCURRENCY`), so the
+//! three layers cannot drift apart. Unknown keys and unknown `HOUSEKEEP_*` variables are errors
+//! that name the key; every later error names the key and the layer that set it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use crate::duration::HumanDuration;
+use crate::error::{Error, Result};
+use crate::schedule::Schedule;
+
+/// Environment variables that are not configuration keys.
+const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
+const ENV_NOT_KEYS: &[&str] = &[ENV_CONFIG, "HOUSEKEEP_LOG"];
+/// Keys without a default (absent from a serialized default configuration).
+const OPTIONAL_KEYS: &[&str] = &["database_url", "store_url", "local_store_url"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// PostgreSQL URL (`postgres://user:password@host:5432/db`). A secret: always redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Where remote objects (`file_store = 2`) live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    /// Where local objects (`file_store = 1`) live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_store_url: Option<String>,
+    /// HTTP listener of the worker (/metrics, /healthz, /readyz).
+    pub listen: String,
+    /// `auto` (text on a terminal, JSON otherwise), `text` or `json`.
+    pub log_format: LogFormat,
+    /// Connections in the pool.
+    pub db_pool_size: usize,
+    /// How long to wait for the database before giving up with one clear error.
+    pub db_connect_timeout: HumanDuration,
+    /// Store requests in flight at once.
+    pub store_concurrency: usize,
+    pub tasks: Tasks,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tasks {
+    pub unlock: TaskConfig,
+    pub unknown: TaskConfig,
+    pub expire: TaskConfig,
+    #[serde(rename = "delete-objects")]
+    pub delete_objects: TaskConfig,
+    #[serde(rename = "stale-uploads")]
+    pub stale_uploads: TaskConfig,
+}
+
+/// What every task has: whether it runs, when, in which batch size and for how long at most.
+/// Task-specific limits (`max_rows`, `lease`, `max_age`) are zero where they do not apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    pub enabled: bool,
+    pub schedule: String,
+    pub batch_size: i64,
+    pub time_budget: HumanDuration,
+    /// unknown: rows per run (GitLab's 10,000 per seven minutes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_rows: i64,
+    /// delete-objects: how long a claimed row stays leased; the first retry delay doubles from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<HumanDuration>,
+    /// delete-objects: longest retry delay. stale-uploads: age at which an upload is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<HumanDuration>,
+}
+
+/// Only used to check a file on its own; real defaults are per task (`Tasks::default`).
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig::new("* * * * *", 1000, 300)
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl TaskConfig {
+    fn new(schedule: &str, batch_size: i64, time_budget_secs: u64) -> Self {
+        TaskConfig {
+            enabled: true,
+            schedule: schedule.into(),
+            batch_size,
+            time_budget: HumanDuration::secs(time_budget_secs),
+            max_rows: 0,
+            lease: None,
+            max_age: None,
+        }
+    }
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks {
+            unlock: TaskConfig::new("* * * * *", 1000, 10 * 60),
+            unknown: TaskConfig { max_rows: 10_000, ..TaskConfig::new("*/7 * * * *", 1000, 5 * 60) },
+            expire: TaskConfig::new("*/7 * * * *", 1000, 5 * 60),
+            delete_objects: TaskConfig {
+                lease: Some(HumanDuration::secs(10 * 60)),
+                max_age: Some(HumanDuration::secs(86_400)),
+                ..TaskConfig::new("16 * * * *", 1000, 50 * 60)
+            },
+            stale_uploads: TaskConfig {
+                max_age: Some(HumanDuration::secs(3 * 3600)),
+                ..TaskConfig::new("*/6 * * * *", 1000, 250)
+            },
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            store_url: None,
+            local_store_url: None,
+            listen: "127.0.0.1:9718".into(),
+            log_format: LogFormat::Auto,
+            db_pool_size: 8,
+            db_connect_timeout: HumanDuration::secs(10),
+            store_concurrency: 20,
+            tasks: Tasks::default(),
+        }
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "config file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag(v) => write!(f, "flag {v}"),
+        }
+    }
+}
+
+/// A value given on the command line for a key: (dotted key, value, flag name).
+#[derive(Debug, Clone)]
+pub struct FlagOverride {
+    pub key: &'static str,
+    pub value: String,
+    pub flag: &'static str,
+}
+
+/// The effective configuration plus the layer each key came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<String, Source>,
+}
+
+impl Loaded {
+    pub fn source_of(&self, key: &str) -> Source {
+        self.sources.get(key).cloned().unwrap_or(Source::Default)
+    }
+}
+
+/// Load the configuration from a file, the process environment and flags.
+pub fn load(config_flag: Option<&Path>, flags: &[FlagOverride]) -> Result<Loaded> {
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("HOUSEKEEP_")).collect();
+    load_from(config_flag, &env, flags)
+}
+
+/// `load` with an explicit environment (tests).
+pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[FlagOverride]) -> Result<Loaded> {
+    let env_path = env.iter().find(|(k, _)| k == ENV_CONFIG).map(|(_, v)| PathBuf::from(v));
+    let path = config_flag.map(Path::to_path_buf).or(env_path);
+
+    // Defaults first, so a file or variable that sets one key of a section keeps the others.
+    let mut table = match Value::try_from(Config::default()) {
+        Ok(Value::Table(t)) => t,
+        _ => Table::new(),
+    };
+    let mut sources = BTreeMap::new();
+    if let Some(path) = &path {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
+        // Parsed once as the typed struct for precise messages (line, column, unknown key)…
+        toml::from_str::<Config>(&text)
+            .map_err(|e| Error::config(format!("config file {}: {}", path.display(), one_line(&e.to_string()))))?;
+        // …and once as a table to layer the environment and flags over it.
+        let file_table = toml::from_str::<Table>(&text).map_err(|e| Error::config(e.to_string()))?;
+        for key in leaf_keys(&file_table, "") {
+            sources.insert(key, Source::File(path.clone()));
+        }
+        merge(&mut table, file_table);
+    }
+
+    let known = known_keys();
+    for (name, value) in env {
+        if ENV_NOT_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        let key = known.iter().find(|(k, _)| env_name(k) == *name).map(|(k, _)| k.clone()).ok_or_else(|| {
+            Error::config(format!(
+                "unknown environment variable {name}; housekeep reads {}",
+                known.iter().map(|(k, _)| env_name(k)).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let source = Source::Env(name.clone());
+        set_key(&mut table, &key, typed_value(&known[&key], value, &key, &source)?);
+        sources.insert(key, source);
+    }
+    for f in flags {
+        let source = Source::Flag(f.flag.into());
+        let kind = known.get(f.key).ok_or_else(|| Error::other(format!("flag {} maps to unknown key {}", f.flag, f.key)))?;
+        set_key(&mut table, f.key, typed_value(kind, &f.value, f.key, &source)?);
+        sources.insert(f.key.to_string(), source);
+    }
+
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        let source = sources.get(&key).cloned().unwrap_or(Source::Default);
+        Error::config(format!("{key} (from {source}): {}", e.inner()))
+    })?;
+    let loaded = Loaded { config, sources };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+}
+
+/// The environment variable of a dotted key.
+pub fn env_name(key: &str) -> String {
+    format!("HOUSEKEEP_{}", key.replace(['.', '-'], "_").to_uppercase())
+}
+
+/// Every key the configuration has, with a sample value giving its type.
+fn known_keys() -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    if let Ok(Value::Table(t)) = Value::try_from(Config::default()) {
+        collect_leaves(&t, "", &mut out);
+    }
+    // Optional task limits do not serialize where unset, so they are added for every task.
+    for task in ["unlock", "unknown", "expire", "delete-objects", "stale-uploads"] {
+        out.entry(format!("tasks.{task}.max_rows")).or_insert(Value::Integer(0));
+        out.entry(format!("tasks.{task}.lease")).or_insert(Value::String(String::new()));
+        out.entry(format!("tasks.{task}.max_age")).or_insert(Value::String(String::new()));
+    }
+    for k in OPTIONAL_KEYS {
+        out.insert((*k).to_string(), Value::String(String::new()));
+    }
+    out
+}
+
+fn collect_leaves(t: &Table, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    for (k, v) in t {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Table(sub) => collect_leaves(sub, &key, out),
+            other => {
+                out.insert(key, other.clone());
+            }
+        }
+    }
+}
+
+fn leaf_keys(t: &Table, prefix: &str) -> Vec<String> {
+    let mut out = BTreeMap::new();
+    collect_leaves(t, prefix, &mut out);
+    out.into_keys().collect()
+}
+
+/// Deep-merge `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn typed_value(sample: &Value, raw: &str, key: &str, source: &Source) -> Result<Value> {
+    match sample {
+        Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| Error::config(format!("{key} (from {source}): expected a whole number, got \"{raw}\""))),
+        Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
+            _ => Err(Error::config(format!("{key} (from {source}): expected true or false, got \"{raw}\""))),
+        },
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+fn set_key(table: &mut Table, key: &str, value: Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut t = table;
+    for p in parts {
+        t = t
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .expect("configuration sections are tables");
+    }
+    t.insert(last.to_string(), value);
+}
+
+fn validate(l: &Loaded) -> Result<()> {
+    let c = &l.config;
+    let err = |key: &str, msg: String| Error::config(format!("{key} (from {}): {msg}", l.source_of(key)));
+    if let Some(url) = &c.database_url {
+        crate::db::parse_url(url).map_err(|m| err("database_url", m))?;
+    }
+    for key in ["store_url", "local_store_url"] {
+        let v = if key == "store_url" { &c.store_url } else { &c.local_store_url };
+        if let Some(url) = v {
+            let parsed = crate::store::StoreUrl::parse(url).map_err(|m| err(key, m))?;
+            if key == "local_store_url" && !matches!(parsed, crate::store::StoreUrl::Local { .. }) {
+                return Err(err(key, format!("\"{}\" must be a file:// URL", redact_url(url))));
+            }
+        }
+    }
+    c.listen
+        .parse::<SocketAddr>()
+        .map_err(|_| err("listen", format!("\"{}\" is not an address like 127.0.0.1:9718", c.listen)))?;
+    if c.db_pool_size == 0 {
+        return Err(err("db_pool_size", "must be at least 1".into()));
+    }
+    if c.store_concurrency == 0 {
+        return Err(err("store_concurrency", "must be at least 1".into()));
+    }
+    for (name, t) in c.tasks.iter() {
+        let key = format!("tasks.{name}.schedule");
+        t.schedule.parse::<Schedule>().map_err(|m| err(&key, m))?;
+        if t.batch_size < 1 {
+            return Err(err(&format!("tasks.{name}.batch_size"), "must be at least 1".into()));
+        }
+    }
+    Ok(())
+}
+
+impl Tasks {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &TaskConfig)> {
+        [
+            ("unlock", &self.unlock),
+            ("unknown", &self.unknown),
+            ("expire", &self.expire),
+            ("delete-objects", &self.delete_objects),
+            ("stale-uploads", &self.stale_uploads),
+        ]
+        .into_iter()
+    }
+}
+
+impl Config {
+    /// The configuration as TOML with every secret redacted (`housekeep config`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        c.database_url = c.database_url.as_deref().map(redact_url);
+        c.store_url = c.store_url.as_deref().map(redact_url);
+        c.local_store_url = c.local_store_url.as_deref().map(redact_url);
+        toml::to_string_pretty(&c).unwrap_or_default()
+    }
+
+    pub fn database_url(&self) -> Result<&str> {
+        self.database_url.as_deref().ok_or_else(|| {
+            Error::config("no database configured: set database_url in the config file, HOUSEKEEP_DATABASE_URL or --database-url")
+        })
+    }
+}
+
+/// A URL or libpq connection string with its password (and any other secret) replaced.
+pub fn redact_url(s: &str) -> String {
+    const SECRET_PARAMS: &[&str] = &["password", "sslpassword", "secret", "token", "access_key", "secret_access_key"];
+    if let Ok(mut u) = url::Url::parse(s) {
+        if u.password().is_some() {
+            let _ = u.set_password(Some("REDACTED"));
+        }
+        if u.query().is_some() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str());
+                    (k.into_owned(), if secret { "REDACTED".into() } else { v.into_owned() })
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return u.to_string();
+    }
+    // libpq key=value form
+    s.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => format!("{k}=REDACTED"),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_names_follow_the_dotted_key() {
+        assert_eq!(env_name("database_url"), "HOUSEKEEP_DATABASE_URL");
+        assert_eq!(env_name("tasks.delete-objects.lease"), "HOUSEKEEP_TASKS_DELETE_OBJECTS_LEASE");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nstore_concurrency = 5\n[tasks.expire]\nbatch_size = 7\n[tasks.unknown]\nschedule = \"0 * * * *\"\n").unwrap();
+        let e = env(&[("HOUSEKEEP_LISTEN", "127.0.0.1:2"), ("HOUSEKEEP_STORE_CONCURRENCY", "9")]);
+        let flags = [FlagOverride { key: "listen", value: "127.0.0.1:3".into(), flag: "--listen" }];
+        let l = load_from(Some(&path), &e, &flags).unwrap();
+        assert_eq!(l.config.listen, "127.0.0.1:3");
+        assert_eq!(l.config.store_concurrency, 9);
+        assert_eq!(l.config.tasks.expire.batch_size, 7);
+        assert_eq!(l.config.tasks.expire.schedule, "*/7 * * * *");
+        assert_eq!(l.config.tasks.unknown.schedule, "0 * * * *");
+        assert_eq!(l.config.tasks.unknown.max_rows, 10_000);
+        assert_eq!(l.config.tasks.unlock.schedule, "* * * * *");
+        assert_eq!(l.source_of("store_concurrency"), Source::Env("HOUSEKEEP_STORE_CONCURRENCY".into()));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nstore_concurency = 5\n").unwrap();
+        let e = load_from(Some(&path), &[], &[]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("store_concurency"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn unknown_env_variable_is_named() {
+        let e = load_from(None, &env(&[("HOUSEKEEP_STORE_UTL", "file:///tmp")]), &[]).unwrap_err();
+        assert!(e.to_string().contains("HOUSEKEEP_STORE_UTL"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_source() {
+        let cases = [
+            ("HOUSEKEEP_TASKS_EXPIRE_TIME_BUDGET", "5 minutez", "tasks.expire.time_budget"),
+            ("HOUSEKEEP_STORE_URL", "ftp://x", "store_url"),
+            ("HOUSEKEEP_DATABASE_URL", "mysql://u:hunter2@h/db", "database_url"),
+            ("HOUSEKEEP_TASKS_UNLOCK_SCHEDULE", "* * *", "tasks.unlock.schedule"),
+            ("HOUSEKEEP_DB_POOL_SIZE", "many", "db_pool_size"),
+            ("HOUSEKEEP_LISTEN", "nowhere", "listen"),
+        ];
+        for (var, value, key) in cases {
+            let e = load_from(None, &env(&[(var, value)]), &[]).unwrap_err();
+            let msg = e.to_string();
+            assert_eq!(e.exit_code(), 2, "{msg}");
+            assert!(msg.contains(key) && msg.contains(var), "{var}: {msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/x"), "postgres://u:REDACTED@db:5432/x");
+        assert!(!redact_url("postgres://u@db/x?password=hunter2").contains("hunter2"));
+        assert_eq!(redact_url("host=db password=hunter2 user=u"), "host=db password=REDACTED user=u");
+        let c = Config { database_url: Some("postgres://u:hunter2@db/x".into()), ..Config::default() };
+        assert!(!c.to_redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_spec() {
+        let l = load_from(None, &[], &[]).unwrap();
+        let t = &l.config.tasks;
+        assert_eq!(t.unlock.schedule, "* * * * *");
+        assert_eq!(t.unknown.schedule, "*/7 * * * *");
+        assert_eq!(t.expire.schedule, "*/7 * * * *");
+        assert_eq!(t.delete_objects.schedule, "16 * * * *");
+        assert_eq!(t.stale_uploads.schedule, "*/6 * * * *");
+        assert_eq!(l.config.listen, "127.0.0.1:9718");
+        assert_eq!(l.config.store_concurrency, 20);
+    }
+}

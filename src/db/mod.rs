@@ -1,0 +1,94 @@
+//! Database access: connecting with one clear error, the connection pool, and migrations.
+//!
+//! Every statement binds its parameters; none is assembled from values.
+
+pub mod migrate;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+use crate::error::{describe_pg_error, Error, Result};
+
+/// Parse a PostgreSQL URL or libpq string, with an error that never repeats the string (it may
+/// hold a password).
+pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, String> {
+    if let Some((scheme, _)) = url.split_once("://") {
+        if scheme != "postgres" && scheme != "postgresql" {
+            return Err(format!("scheme \"{scheme}\" is not postgres:// or postgresql://"));
+        }
+    }
+    tokio_postgres::Config::from_str(url).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))
+}
+
+/// `host:port/dbname` for messages: enough to find the server, never the password.
+pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("postgres"))
+}
+
+fn pg_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Config> {
+    let mut cfg = parse_url(url).map_err(|m| Error::config(format!("database_url: {m}")))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(connect_timeout);
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("housekeep");
+    }
+    Ok(cfg)
+}
+
+fn unreachable(cfg: &tokio_postgres::Config, cause: &str) -> Error {
+    Error::Database(format!("cannot reach the database at {}: {cause}", describe_target(cfg)))
+}
+
+/// One connection outside the pool (migrations, COPY), checked once.
+pub async fn connect_one(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Client> {
+    let cfg = pg_config(url, connect_timeout)?;
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| unreachable(&cfg, &describe_pg_error(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %describe_pg_error(&e), "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The pool, after checking once that the database answers.
+pub async fn connect(config: &Config) -> Result<Pool> {
+    let url = config.database_url()?;
+    let cfg = pg_config(url, config.db_connect_timeout.0)?;
+    let mgr = Manager::from_config(cfg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(mgr)
+        .max_size(config.db_pool_size)
+        .wait_timeout(Some(config.db_connect_timeout.0 * 3))
+        .create_timeout(Some(config.db_connect_timeout.0))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::other(format!("database pool: {e}")))?;
+    let client = pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => unreachable(&cfg, &describe_pg_error(&e)),
+        deadpool_postgres::PoolError::Timeout(_) => unreachable(&cfg, "timed out"),
+        other => unreachable(&cfg, &other.to_string()),
+    })?;
+    client.simple_query("SELECT 1").await?;
+    Ok(pool)
+}
+
+/// Fail with a clear message when the schema is not there yet.
+pub async fn require_schema(client: &tokio_postgres::Client) -> Result<()> {
+    let row = client.query_one("SELECT to_regclass('public.ci_job_artifacts') IS NOT NULL", &[]).await?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::config("the database has no housekeep schema yet; run `housekeep migrate` first"));
+    }
+    Ok(())
+}

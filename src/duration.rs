@@ -1,0 +1,89 @@
+//! Human durations (`30s`, `10m`, `6h`, `7d`, `1y`) as they appear in configuration and flags.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        HumanDuration(Duration::from_secs(s))
+    }
+    pub fn as_chrono(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("empty duration; write it like 30s, 10m, 6h, 7d or 1y".into());
+        }
+        // A bare number is ambiguous (seconds? minutes?), so it is refused.
+        if t.chars().all(|c| c.is_ascii_digit()) && t != "0" {
+            return Err(format!("\"{t}\" has no unit; write it like {t}s, {t}m, {t}h or {t}d"));
+        }
+        if t == "0" {
+            return Ok(HumanDuration(Duration::ZERO));
+        }
+        humantime::parse_duration(t)
+            .map(HumanDuration)
+            .map_err(|e| format!("\"{t}\" is not a duration ({e}); write it like 30s, 10m, 6h, 7d or 1y"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            return f.write_str("0s");
+        }
+        write!(f, "{}", humantime::format_duration(self.0)).map(|_| ())
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_units_of_the_spec() {
+        for (s, secs) in [("30s", 30), ("10m", 600), ("6h", 21600), ("7d", 604800), ("0", 0)] {
+            assert_eq!(s.parse::<HumanDuration>().unwrap().0.as_secs(), secs, "{s}");
+        }
+        assert!("1y".parse::<HumanDuration>().unwrap().0.as_secs() >= 365 * 86400);
+    }
+
+    #[test]
+    fn refuses_garbage_and_bare_numbers() {
+        for s in ["", "10", "ten minutes", "5 minutez", "-1h"] {
+            assert!(s.parse::<HumanDuration>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn round_trips_through_display() {
+        for s in ["30s", "10m", "6h", "7days"] {
+            let d: HumanDuration = s.parse().unwrap();
+            assert_eq!(d.to_string().parse::<HumanDuration>().unwrap(), d);
+        }
+    }
+}

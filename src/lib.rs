@@ -1,0 +1,17 @@
+//! housekeep: artifact housekeeping for CI job artifacts in PostgreSQL and object storage.
+//!
+//! The library holds the engine; `main.rs` only parses, calls [`cli::run`] and maps the error to
+//! an exit code (SPEC §9).
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod duration;
+pub mod error;
+pub mod logging;
+pub mod schedule;
+pub mod seed;
+pub mod status;
+pub mod store;
+
+pub use error::{Error, Result};

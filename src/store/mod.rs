@@ -1,0 +1,331 @@
+//! Object stores: `file://`, `s3://`, `gs://` and `az://` URLs, built on object_store.
+//!
+//! A [`Store`] takes and returns *full* keys (store prefix included), the form CSV manifests carry;
+//! [`Store::full_key`] turns a layout key into one. Deleting a key that is already gone counts as
+//! done, and bulk deletes report one result per key, in order, whatever the backend does.
+
+pub mod layout;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::config::{redact_url, Config};
+use crate::error::{Error, Result};
+
+/// S3 DeleteObjects takes at most 1,000 keys a request.
+pub const BULK_DELETE_MAX: usize = 1000;
+
+/// A parsed store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Local { root: std::path::PathBuf },
+    S3 { bucket: String, prefix: String },
+    Gcs { bucket: String, prefix: String },
+    Azure { container: String, prefix: String },
+}
+
+impl StoreUrl {
+    pub fn parse(s: &str) -> std::result::Result<StoreUrl, String> {
+        let shown = redact_url(s);
+        // Checked before parsing, which would resolve the dot segments away.
+        if let Some((_, rest)) = s.split_once("://") {
+            if rest.split('/').any(|seg| seg == ".." || seg == ".") {
+                return Err(format!("\"{shown}\" has a . or .. segment"));
+            }
+        }
+        let url = url::Url::parse(s).map_err(|e| format!("\"{shown}\" is not a URL ({e})"))?;
+        let bucket = || -> std::result::Result<String, String> {
+            match url.host_str() {
+                Some(b) if !b.is_empty() => Ok(b.to_string()),
+                _ => Err(format!("\"{shown}\" names no bucket; write {}://bucket[/prefix]", url.scheme())),
+            }
+        };
+        let prefix = || -> std::result::Result<String, String> {
+            let p = url.path().trim_matches('/').to_string();
+            if !p.is_empty() {
+                layout::check_segments(&p).map_err(|e| format!("prefix of \"{shown}\": {e}"))?;
+            }
+            Ok(p)
+        };
+        match url.scheme() {
+            "file" => {
+                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                    return Err(format!("\"{shown}\" has a host; write file:///absolute/path"));
+                }
+                let root = url.to_file_path().map_err(|_| format!("\"{shown}\" is not a file:///absolute/path"))?;
+                Ok(StoreUrl::Local { root })
+            }
+            "s3" | "s3a" => Ok(StoreUrl::S3 { bucket: bucket()?, prefix: prefix()? }),
+            "gs" => Ok(StoreUrl::Gcs { bucket: bucket()?, prefix: prefix()? }),
+            "az" | "azure" | "abfs" | "abfss" => Ok(StoreUrl::Azure { container: bucket()?, prefix: prefix()? }),
+            other => Err(format!("scheme \"{other}\" is not one of file://, s3://, gs://, az://")),
+        }
+    }
+}
+
+/// One object store plus the prefix every key of ours lives under.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+    bulk_delete: bool,
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+impl Store {
+    /// Build a store from its URL. Credentials, region and endpoint come from the standard
+    /// environment variables of each cloud (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    pub fn open(url: &str) -> Result<Store> {
+        let shown = redact_url(url);
+        let parsed = StoreUrl::parse(url).map_err(Error::config)?;
+        let build_err = |e: object_store::Error| Error::config(format!("store {shown}: {e}"));
+        let (inner, prefix, bulk, local_root): (Arc<dyn ObjectStore>, String, bool, _) = match parsed {
+            StoreUrl::Local { root } => {
+                if !root.is_dir() {
+                    return Err(Error::config(format!("store {shown}: directory {} does not exist", root.display())));
+                }
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
+                    .map_err(build_err)?
+                    .with_automatic_cleanup(true);
+                (Arc::new(fs), String::new(), false, Some(root))
+            }
+            StoreUrl::S3 { bucket, prefix } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .unwrap_or_default();
+                if endpoint.starts_with("http://") {
+                    b = b.with_allow_http(true);
+                }
+                if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+                    b = b.with_region("us-east-1");
+                }
+                (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
+            }
+            StoreUrl::Gcs { bucket, prefix } => {
+                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
+            }
+            StoreUrl::Azure { container, prefix } => {
+                let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container);
+                (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
+            }
+        };
+        Ok(Store { inner, prefix, url: shown, bulk_delete: bulk, local_root })
+    }
+
+    /// Wrap any object store (fault-injecting wrappers in tests).
+    pub fn from_parts(inner: Arc<dyn ObjectStore>, prefix: &str, url: &str, bulk_delete: bool) -> Store {
+        Store {
+            inner,
+            prefix: prefix.trim_matches('/').to_string(),
+            url: url.to_string(),
+            bulk_delete,
+            local_root: None,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+    /// The directory of a `file://` store.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    /// The full key (with the store prefix) of a layout key.
+    pub fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) }
+    }
+
+    /// The layout key of a full key, or None when it is outside the prefix.
+    pub fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
+        if self.prefix.is_empty() {
+            return Some(full);
+        }
+        full.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
+    }
+
+    fn path(full: &str) -> Result<Path> {
+        Path::parse(full).map_err(|e| Error::Input(format!("key \"{full}\": {e}")))
+    }
+
+    pub async fn put(&self, full: &str, data: Bytes) -> Result<()> {
+        self.inner.put(&Self::path(full)?, PutPayload::from_bytes(data)).await?;
+        Ok(())
+    }
+
+    /// Metadata of one object; None when it does not exist.
+    pub async fn head(&self, full: &str) -> Result<Option<ObjectMeta>> {
+        match self.inner.head(&Self::path(full)?).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every object whose full key starts with the directory `under` (the whole store prefix when None).
+    pub fn list(&self, under: Option<&str>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.list_from(under, None)
+    }
+
+    /// Like [`Store::list`], keeping only keys greater than `offset`. Listing order is the
+    /// backend's: lexicographic on S3 and GCS, unspecified on local disk.
+    pub fn list_from(&self, under: Option<&str>, offset: Option<&str>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let dir = match under {
+            Some(u) => Some(u.trim_matches('/').to_string()),
+            None if !self.prefix.is_empty() => Some(self.prefix.clone()),
+            None => None,
+        };
+        let dir = match dir.as_deref().map(Self::path).transpose() {
+            Ok(d) => d,
+            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+        };
+        let s = match offset {
+            Some(o) => match Self::path(o) {
+                Ok(o) => self.inner.list_with_offset(dir.as_ref(), &o),
+                Err(e) => return stream::once(async move { Err(e) }).boxed(),
+            },
+            None => self.inner.list(dir.as_ref()),
+        };
+        s.map_err(Error::from).boxed()
+    }
+
+    /// Delete objects by full key, `concurrency` requests in flight. Returns one result per key, in
+    /// the order given; a key that does not exist counts as deleted. Stores with a bulk API get up
+    /// to 1,000 keys per request.
+    pub async fn delete_many(&self, keys: &[String], concurrency: usize) -> Vec<Result<()>> {
+        let concurrency = concurrency.max(1);
+        if !self.bulk_delete {
+            return stream::iter(keys.iter().map(|k| self.delete_one(k)))
+                .buffered(concurrency)
+                .collect()
+                .await;
+        }
+        let chunks: Vec<&[String]> = keys.chunks(BULK_DELETE_MAX).collect();
+        let per_chunk: Vec<Vec<Result<()>>> =
+            stream::iter(chunks.into_iter().map(|c| self.delete_chunk(c))).buffered(concurrency).collect().await;
+        per_chunk.into_iter().flatten().collect()
+    }
+
+    async fn delete_one(&self, full: &str) -> Result<()> {
+        match self.inner.delete(&Self::path(full)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_chunk(&self, keys: &[String]) -> Vec<Result<()>> {
+        let mut paths = Vec::with_capacity(keys.len());
+        let mut bad = vec![None; keys.len()];
+        for (i, k) in keys.iter().enumerate() {
+            match Self::path(k) {
+                Ok(p) => paths.push(Ok(p)),
+                Err(e) => bad[i] = Some(e.to_string()),
+            }
+        }
+        let sent = paths.len();
+        let results: Vec<object_store::Result<Path>> =
+            self.inner.delete_stream(stream::iter(paths).boxed()).collect().await;
+        // A request-level failure yields fewer results than keys: then every key in it failed.
+        let mut results = if results.len() == sent {
+            results.into_iter().map(|r| r.map(|_| ())).collect::<Vec<_>>()
+        } else {
+            let msg = results
+                .iter()
+                .find_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                .unwrap_or_else(|| "bulk delete returned fewer results than keys".into());
+            (0..sent).map(|_| Err(object_store::Error::Generic { store: "bulk delete", source: msg.clone().into() })).collect()
+        }
+        .into_iter();
+        bad.into_iter()
+            .map(|b| match b {
+                Some(msg) => Err(Error::Input(msg)),
+                None => match results.next().expect("one result per sent key") {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                },
+            })
+            .collect()
+    }
+}
+
+/// The stores of a configuration: `remote` serves `file_store = 2`, `local` serves `file_store = 1`;
+/// when only one URL is set it serves both.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    pub remote: Store,
+    pub local: Store,
+}
+
+impl Stores {
+    pub fn open(config: &Config) -> Result<Stores> {
+        let remote = config.store_url.as_deref().map(Store::open).transpose()?;
+        let local = config.local_store_url.as_deref().map(Store::open).transpose()?;
+        match (remote, local) {
+            (Some(r), Some(l)) => Ok(Stores { remote: r, local: l }),
+            (Some(r), None) => Ok(Stores { local: r.clone(), remote: r }),
+            (None, Some(l)) => Ok(Stores { remote: l.clone(), local: l }),
+            (None, None) => Err(Error::config(
+                "no store configured: set store_url (HOUSEKEEP_STORE_URL, --store-url) or local_store_url",
+            )),
+        }
+    }
+
+    /// The store of a `file_store` value (1 local, 2 remote).
+    pub fn for_file_store(&self, file_store: i16) -> &Store {
+        if file_store == 1 { &self.local } else { &self.remote }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_store_urls() {
+        assert_eq!(
+            StoreUrl::parse("s3://bucket/some/prefix/").unwrap(),
+            StoreUrl::S3 { bucket: "bucket".into(), prefix: "some/prefix".into() }
+        );
+        assert_eq!(StoreUrl::parse("gs://b").unwrap(), StoreUrl::Gcs { bucket: "b".into(), prefix: String::new() });
+        assert_eq!(
+            StoreUrl::parse("az://c/p").unwrap(),
+            StoreUrl::Azure { container: "c".into(), prefix: "p".into() }
+        );
+        assert_eq!(
+            StoreUrl::parse("file:///var/opt/artifacts").unwrap(),
+            StoreUrl::Local { root: "/var/opt/artifacts".into() }
+        );
+        for bad in ["ftp://x", "s3://", "s3://b/a/../c", "file://host/x", "not a url", "/var/opt"] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_and_relative_keys() {
+        let s = Store::from_parts(Arc::new(object_store::memory::InMemory::new()), "pre/fix", "mem://", false);
+        assert_eq!(s.full_key("a/b"), "pre/fix/a/b");
+        assert_eq!(s.relative("pre/fix/a/b"), Some("a/b"));
+        assert_eq!(s.relative("pre/fixa/b"), None);
+        assert_eq!(s.relative("other/a"), None);
+    }
+}
