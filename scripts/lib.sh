@@ -1,0 +1,92 @@
+# Shared by demo.sh and test.sh: install what is missing and start private servers.
+# Nothing here changes the system beyond installing Debian packages: every server runs from a
+# directory of its own, on a port of its own, and is stopped by the script that started it.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+pg_bindir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# Install the Debian packages that are missing (PostgreSQL server, Python venv support).
+ensure_packages() {
+  local missing=()
+  [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
+  if [ "${1:-}" = "--python" ]; then
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Run a PostgreSQL program as the postgres user when we are root (initdb refuses root).
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# start_postgres DATADIR PORT: initialise DATADIR if needed and start a server on 127.0.0.1:PORT.
+start_postgres() {
+  local dir=$1 port=$2 bin
+  bin=$(pg_bindir)
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
+  chmod 700 "$dir"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    as_pg "$bin/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$dir.initdb.log" 2>&1 \
+      || { cat "$dir.initdb.log" >&2; return 1; }
+  fi
+  as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_locks_per_transaction=256" \
+    start >/dev/null || { tail -n 20 "$dir/server.log" >&2; return 1; }
+}
+
+stop_postgres() {
+  local dir=$1
+  [ -f "$dir/postmaster.pid" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# A Python venv in .venv with moto's S3 server.
+ensure_moto() {
+  if [ ! -x "$ROOT/.venv/bin/moto_server" ]; then
+    log "installing moto[server] into .venv"
+    python3 -m venv "$ROOT/.venv"
+    "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6'
+  fi
+}
+
+# start_moto PORT LOGFILE: start moto's S3 API on 127.0.0.1:PORT and wait until it answers.
+start_moto() {
+  local port=$1 logfile=$2
+  "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  cat "$logfile" >&2
+  return 1
+}
+
+# create_bucket PORT NAME
+create_bucket() {
+  python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/{sys.argv[2]}", method="PUT")
+urllib.request.urlopen(req).read()
+PY
+}
