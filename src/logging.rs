@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("HOUSEKEEP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("HOUSEKEEP_LOG").unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -111,3 +111,11 @@ fn missing_database_url_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("HOUSEKEEP_DATABASE_URL"), "{}", stderr(&o));
 }
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/housekeep.toml");
+    let o = run(housekeep().args(["--config", path, "config"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("[tasks.delete-objects]"));
+}
