@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{self, FlagOverride, Loaded};
 use crate::error::{Error, Result};
 use crate::store::Stores;
+use crate::tasks::{Context, Outcome, RunOptions, Task};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +70,39 @@ pub enum Command {
     Seed(SeedArgs),
     /// Summarise artifacts by state, the deletion queue, uploads and, with --scan-store, orphans
     Status(StatusArgs),
+    /// Run the housekeeping tasks on their schedules, with /metrics, /healthz and /readyz
+    Worker(WorkerArgs),
+    /// Run one task now
+    Run(RunArgs),
+    /// Make every queued object ready now and drain the deletion queue
+    Expedite(ExpediteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Run unlock, unknown, expire, delete-objects and stale-uploads once each, in that order, and exit
+    #[arg(long)]
+    pub once: bool,
+    /// HTTP listener address [env: HOUSEKEEP_LISTEN] [default: 127.0.0.1:9718]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task to run
+    #[arg(value_enum)]
+    pub task: Task,
+    /// Report what the task would do; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpediteArgs {
+    /// Report what would be deleted; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,7 +133,7 @@ pub struct StatusArgs {
     pub format: Format,
 }
 
-fn flag_overrides(g: &GlobalArgs) -> Vec<FlagOverride> {
+fn flag_overrides(g: &GlobalArgs, command: &Command) -> Vec<FlagOverride> {
     let mut out = Vec::new();
     let mut add = |key: &'static str, flag: &'static str, v: Option<String>| {
         if let Some(value) = v {
@@ -107,6 +141,9 @@ fn flag_overrides(g: &GlobalArgs) -> Vec<FlagOverride> {
         }
     };
     add("database_url", "--database-url", g.database_url.clone());
+    if let Command::Worker(w) = command {
+        add("listen", "--listen", w.listen.clone());
+    }
     add("store_url", "--store-url", g.store_url.clone());
     add("local_store_url", "--local-store-url", g.local_store_url.clone());
     add(
@@ -119,7 +156,7 @@ fn flag_overrides(g: &GlobalArgs) -> Vec<FlagOverride> {
 
 /// Load the configuration, start logging and run the command.
 pub fn run(cli: Cli) -> Result<()> {
-    let loaded = config::load(cli.global.config.as_deref(), &flag_overrides(&cli.global))?;
+    let loaded = config::load(cli.global.config.as_deref(), &flag_overrides(&cli.global, &cli.command))?;
     crate::logging::init(loaded.config.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,9 +165,94 @@ pub fn run(cli: Cli) -> Result<()> {
     rt.block_on(dispatch(cli.command, loaded))
 }
 
+/// The context of the pipeline commands: pool, stores, metrics, and a cancellation token that
+/// SIGTERM and SIGINT cancel.
+async fn context(config: &crate::config::Config) -> Result<Context> {
+    let stores = Stores::open(config)?;
+    let pool = crate::db::connect(config).await?;
+    crate::db::require_schema(&**pool.get().await?).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing the current batch"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing the current batch"),
+        }
+        c.cancel();
+    });
+    Ok(Context {
+        pool,
+        stores,
+        config: std::sync::Arc::new(config.clone()),
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+        cancel,
+    })
+}
+
+fn outcome_to_result(report: &crate::tasks::Report) -> Result<()> {
+    match report.outcome {
+        Outcome::Partial => Err(Error::Partial(format!("{}: some items failed and will be retried", report.task))),
+        Outcome::Interrupted => Err(Error::Interrupted),
+        Outcome::Success | Outcome::Skipped => Ok(()),
+    }
+}
+
 async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
     let config = &loaded.config;
     match command {
+        Command::Worker(w) => {
+            let ctx = context(config).await?;
+            if w.once {
+                crate::worker::run_once(&ctx).await.map(|_| ())
+            } else {
+                let listen = config.listen.parse().map_err(|_| Error::config("listen: not an address"))?;
+                crate::worker::run_daemon(ctx, listen).await
+            }
+        }
+        Command::Run(a) => {
+            let ctx = context(config).await?;
+            let report = crate::tasks::run(&ctx, a.task, RunOptions { dry_run: a.dry_run, ..Default::default() }).await?;
+            println!("{}", report.summary());
+            outcome_to_result(&report)
+        }
+        Command::Expedite(a) => {
+            let ctx = context(config).await?;
+            let client = ctx.pool.get().await?;
+            let r = client
+                .query_one("SELECT count(*), COALESCE(sum(size), 0)::bigint FROM ci_deleted_objects", &[])
+                .await?;
+            let (n, bytes): (i64, i64) = (r.get(0), r.get(1));
+            if a.dry_run {
+                println!("expedite (dry run): would delete {n} queued objects ({bytes} bytes)");
+                return Ok(());
+            }
+            let made_ready = client.execute("UPDATE ci_deleted_objects SET pick_up_at = now() WHERE pick_up_at > now()", &[]).await?;
+            drop(client);
+            tracing::info!(made_ready, queued = n, "every queued object is ready now");
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+                let p = indicatif::ProgressBar::new(n as u64);
+                p.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects  {per_sec}  eta {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                p
+            });
+            let opts = RunOptions {
+                dry_run: false,
+                time_budget: Some(std::time::Duration::from_secs(100 * 365 * 86_400)),
+                progress: progress.clone(),
+            };
+            let report = crate::tasks::run(&ctx, Task::DeleteObjects, opts).await?;
+            if let Some(p) = progress {
+                p.finish_and_clear();
+            }
+            println!("expedite: {}", report.summary());
+            outcome_to_result(&report)
+        }
         Command::Config => {
             print!("{}", config.to_redacted_toml());
             Ok(())

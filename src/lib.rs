@@ -3,15 +3,19 @@
 //! The library holds the engine; `main.rs` only parses, calls [`cli::run`] and maps the error to
 //! an exit code (SPEC §9).
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod duration;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod schedule;
 pub mod seed;
 pub mod status;
 pub mod store;
+pub mod tasks;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -214,15 +214,25 @@ impl Store {
     /// to 1,000 keys per request.
     pub async fn delete_many(&self, keys: &[String], concurrency: usize) -> Vec<Result<()>> {
         let concurrency = concurrency.max(1);
+        // Futures own their data (a cheap Store clone, owned keys) so the caller stays Send.
         if !self.bulk_delete {
-            return stream::iter(keys.iter().map(|k| self.delete_one(k)))
-                .buffered(concurrency)
-                .collect()
-                .await;
+            let futs: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    let (s, k) = (self.clone(), k.clone());
+                    async move { s.delete_one(&k).await }
+                })
+                .collect();
+            return stream::iter(futs).buffered(concurrency).collect().await;
         }
-        let chunks: Vec<&[String]> = keys.chunks(BULK_DELETE_MAX).collect();
-        let per_chunk: Vec<Vec<Result<()>>> =
-            stream::iter(chunks.into_iter().map(|c| self.delete_chunk(c))).buffered(concurrency).collect().await;
+        let futs: Vec<_> = keys
+            .chunks(BULK_DELETE_MAX)
+            .map(|c| {
+                let (s, c) = (self.clone(), c.to_vec());
+                async move { s.delete_chunk(&c).await }
+            })
+            .collect();
+        let per_chunk: Vec<Vec<Result<()>>> = stream::iter(futs).buffered(concurrency).collect().await;
         per_chunk.into_iter().flatten().collect()
     }
 

@@ -1,0 +1,43 @@
+//! `expire`: rows with `expire_at` before the run's start, `locked = 0`, not traces, move to the
+//! deletion queue — row deleted, object queued, project total decremented — one transaction per
+//! batch. The start time is fixed for the run, so rows expiring meanwhile wait for the next one.
+
+use chrono::{DateTime, Utc};
+
+use super::{audit_moved, move_to_queue_sql, Run};
+use crate::error::Result;
+
+/// Rows without any file name cannot be located; they are left for `verify` to report.
+const EXPIRE_BATCH: &str = move_to_queue_sql!(
+    "SELECT id FROM ci_job_artifacts
+     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3 AND (file IS NOT NULL OR file_final_path IS NOT NULL)
+     LIMIT $2 FOR UPDATE SKIP LOCKED"
+);
+
+const EXPIRE_COUNT: &str = "SELECT count(*), COALESCE(sum(size), 0)::bigint FROM ci_job_artifacts
+     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3 AND (file IS NOT NULL OR file_final_path IS NOT NULL)";
+
+pub async fn run(run: &mut Run<'_>) -> Result<()> {
+    let client = run.ctx.pool.get().await?;
+    let start: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    if run.dry_run {
+        let r = client.query_one(EXPIRE_COUNT, &[&start]).await?;
+        run.report.add("would_expire", r.get(0));
+        run.report.add("would_expire_bytes", r.get(1));
+        return Ok(());
+    }
+    let stmt = client.prepare(EXPIRE_BATCH).await?;
+    let limit = run.batch_size();
+    while run.keep_going() {
+        let rows = client.query(&stmt, &[&start, &limit]).await?;
+        let (n, bytes) = audit_moved(run, &rows, "expired", "expire_at passed, unlocked");
+        run.report.add("expired", n);
+        run.report.add("expired_bytes", bytes);
+        run.ctx.metrics.artifacts_expired.inc_by(n as u64);
+        run.ctx.metrics.artifacts_expired_bytes.inc_by(bytes.max(0) as u64);
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}

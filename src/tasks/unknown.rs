@@ -1,0 +1,91 @@
+//! `unknown`: resolve expired rows whose lock status is unknown (`locked = 2`), up to `max_rows`
+//! per run. A batch takes the jobs of the oldest such rows; rows of jobs whose pipeline is locked
+//! become `locked = 1`; the others are destroyed like expired rows — except traces, which the
+//! pipeline never expires: they become `locked = 0` and stay. Rows with NULL `expire_at` are
+//! never touched. Each batch is one transaction.
+
+use chrono::{DateTime, Utc};
+
+use super::{audit_moved, move_to_queue_sql, Run};
+use crate::error::Result;
+
+const PICK_JOBS: &str = "SELECT DISTINCT job_id FROM (
+       SELECT job_id FROM ci_job_artifacts
+       WHERE expire_at < $1 AND locked = 2 AND (file IS NOT NULL OR file_final_path IS NOT NULL)
+       ORDER BY expire_at LIMIT $2) s";
+
+const LOCK_ROWS: &str = "UPDATE ci_job_artifacts a SET locked = 1
+     FROM ci_builds b JOIN ci_pipelines p ON p.id = b.commit_id
+     WHERE a.job_id = ANY($2) AND b.id = a.job_id AND p.locked = 1 AND a.expire_at < $1 AND a.locked = 2
+     RETURNING a.id";
+
+/// Pipelines only ever move from locked to unlocked, so "not locked now" stays true.
+const DESTROY_ROWS: &str = move_to_queue_sql!(
+    "SELECT a.id FROM ci_job_artifacts a
+     WHERE a.job_id = ANY($2) AND a.expire_at < $1 AND a.locked = 2 AND a.file_type <> 3
+       AND (a.file IS NOT NULL OR a.file_final_path IS NOT NULL)
+       AND NOT EXISTS (SELECT 1 FROM ci_builds b JOIN ci_pipelines p ON p.id = b.commit_id
+                       WHERE b.id = a.job_id AND p.locked = 1)
+     FOR UPDATE OF a SKIP LOCKED"
+);
+
+const UNLOCK_TRACES: &str = "UPDATE ci_job_artifacts a SET locked = 0
+     WHERE a.job_id = ANY($2) AND a.expire_at < $1 AND a.locked = 2 AND a.file_type = 3
+       AND NOT EXISTS (SELECT 1 FROM ci_builds b JOIN ci_pipelines p ON p.id = b.commit_id
+                       WHERE b.id = a.job_id AND p.locked = 1)
+     RETURNING a.id";
+
+const DRY_RUN: &str = "SELECT count(*) FILTER (WHERE p.locked = 1),
+            count(*) FILTER (WHERE p.locked IS DISTINCT FROM 1 AND a.file_type <> 3),
+            count(*) FILTER (WHERE p.locked IS DISTINCT FROM 1 AND a.file_type = 3)
+     FROM (SELECT id, job_id, file_type FROM ci_job_artifacts
+           WHERE expire_at < $1 AND locked = 2 AND (file IS NOT NULL OR file_final_path IS NOT NULL)
+           ORDER BY expire_at LIMIT $2) a
+     LEFT JOIN ci_builds b ON b.id = a.job_id LEFT JOIN ci_pipelines p ON p.id = b.commit_id";
+
+pub async fn run(run: &mut Run<'_>) -> Result<()> {
+    let mut client = run.ctx.pool.get().await?;
+    let start: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let max_rows = if run.cfg.max_rows > 0 { run.cfg.max_rows } else { i64::MAX };
+    if run.dry_run {
+        let r = client.query_one(DRY_RUN, &[&start, &max_rows]).await?;
+        run.report.add("would_lock", r.get(0));
+        run.report.add("would_remove", r.get(1));
+        run.report.add("would_keep_traces", r.get(2));
+        return Ok(());
+    }
+    let mut done = 0i64;
+    while run.keep_going() {
+        if done >= max_rows {
+            run.report.stopped = "max_rows";
+            break;
+        }
+        let limit = run.batch_size().min(max_rows - done);
+        let tx = client.transaction().await?;
+        let jobs: Vec<i64> = tx.query(PICK_JOBS, &[&start, &limit]).await?.iter().map(|r| r.get(0)).collect();
+        if jobs.is_empty() {
+            tx.commit().await?;
+            break;
+        }
+        let locked = tx.query(LOCK_ROWS, &[&start, &jobs]).await?.len() as i64;
+        let removed_rows = tx.query(DESTROY_ROWS, &[&start, &jobs]).await?;
+        let traces = tx.query(UNLOCK_TRACES, &[&start, &jobs]).await?.len() as i64;
+        tx.commit().await?;
+        let (removed, bytes) = audit_moved(run, &removed_rows, "removed", "unknown lock, pipeline not locked");
+        run.report.add("locked", locked);
+        run.report.add("removed", removed);
+        run.report.add("removed_bytes", bytes);
+        run.report.add("traces_unlocked", traces);
+        let m = &run.ctx.metrics;
+        m.unknown_locked.inc_by(locked as u64);
+        m.unknown_removed.inc_by(removed as u64);
+        m.unknown_removed_bytes.inc_by(bytes.max(0) as u64);
+        let progressed = locked + removed + traces;
+        done += progressed;
+        if progressed == 0 {
+            // Every row of these jobs is held by another transaction; try again next run.
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! `housekeep worker`: the daemon. Runs each enabled task on its crontab schedule (a task never
+//! overlaps itself; different tasks run side by side), serves /metrics, /healthz and /readyz,
+//! and speaks systemd's notify protocol: READY=1 once the database answered and the listener is
+//! bound, WATCHDOG=1 from the scheduler loop, STOPPING=1 on shutdown. On SIGTERM/SIGINT it starts
+//! no new batch, lets the current ones finish or roll back, and exits within 30 s.
+//!
+//! `worker --once` runs every enabled task once, in SPEC order, and exits (for CronJobs).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::schedule::Schedule;
+use crate::tasks::{self, Context, Outcome, Report, RunOptions, Task};
+
+/// How long shutdown waits for running batches before giving up on them (rolled back by the
+/// database when the connection closes).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+fn notify(state: sd_notify::NotifyState<'_>) {
+    let _ = sd_notify::notify(&[state]);
+}
+
+/// Run every enabled task once, in order. Partial failures give exit code 3, interruption 130.
+pub async fn run_once(ctx: &Context) -> Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    let mut partial = false;
+    for task in Task::ALL {
+        if !task.config(&ctx.config).enabled {
+            continue;
+        }
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let report = tasks::run(ctx, task, RunOptions::default()).await?;
+        println!("{}", report.summary());
+        partial |= report.outcome == Outcome::Partial;
+        let interrupted = report.outcome == Outcome::Interrupted;
+        reports.push(report);
+        if interrupted {
+            return Err(Error::Interrupted);
+        }
+    }
+    if partial {
+        return Err(Error::Partial("some objects could not be deleted; they will be retried (see the log)".into()));
+    }
+    Ok(reports)
+}
+
+/// The HTTP listener: /metrics, /healthz (no database call), /readyz (database and stores).
+pub fn router(ctx: Context) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(ctx): State<Context>| async move { ctx.metrics.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(ctx)
+}
+
+async fn readyz(State(ctx): State<Context>) -> (StatusCode, String) {
+    let db = async {
+        let c = ctx.pool.get().await?;
+        c.simple_query("SELECT 1").await?;
+        Ok::<_, Error>(())
+    };
+    let check = async {
+        db.await.map_err(|e| format!("database: {e}"))?;
+        for store in [&ctx.stores.remote, &ctx.stores.local] {
+            // A key that does not exist: any answer but an error means the store is reachable.
+            store
+                .head(&store.full_key("housekeep-readiness-probe"))
+                .await
+                .map_err(|e| format!("store {}: {e}", store.url()))?;
+        }
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timed out\n".into()),
+    }
+}
+
+/// The daemon. Returns when `ctx.cancel` is cancelled and running tasks have stopped.
+pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::config(format!("listen: cannot bind {listen}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    let cancel = ctx.cancel.clone();
+    let server = tokio::spawn({
+        let app = router(ctx.clone());
+        let cancel = cancel.clone();
+        async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        }
+    });
+
+    let schedules: Vec<(Task, Schedule)> = Task::ALL
+        .into_iter()
+        .filter(|t| t.config(&ctx.config).enabled)
+        .map(|t| {
+            let s = t.config(&ctx.config).schedule.parse::<Schedule>().map_err(Error::config)?;
+            Ok((t, s))
+        })
+        .collect::<Result<_>>()?;
+    ctx.metrics.up.set(1);
+    notify(sd_notify::NotifyState::Ready);
+    tracing::info!(listen = %bound, tasks = ?schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>(), "worker ready");
+
+    let mut next: HashMap<Task, chrono::DateTime<Utc>> =
+        schedules.iter().filter_map(|(t, s)| s.next_after(&Utc::now()).map(|n| (*t, n))).collect();
+    let mut running: HashMap<Task, JoinHandle<()>> = HashMap::new();
+    let tick = Duration::from_secs(1);
+    loop {
+        notify(sd_notify::NotifyState::Watchdog);
+        running.retain(|_, h| !h.is_finished());
+        let now = Utc::now();
+        for (task, schedule) in &schedules {
+            let due = next.get(task).is_some_and(|n| *n <= now);
+            if !due {
+                continue;
+            }
+            if let Some(n) = schedule.next_after(&now) {
+                next.insert(*task, n);
+            }
+            if running.contains_key(task) {
+                tracing::info!(task = task.name(), "still running from its previous schedule; this occurrence is skipped");
+                continue;
+            }
+            let ctx = ctx.clone();
+            let task = *task;
+            running.insert(
+                task,
+                tokio::spawn(async move {
+                    if let Err(e) = tasks::run(&ctx, task, RunOptions::default()).await {
+                        tracing::error!(task = task.name(), error = %e, "task failed");
+                    }
+                }),
+            );
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+
+    notify(sd_notify::NotifyState::Stopping);
+    tracing::info!(running = running.len(), "shutting down: no new batches; waiting for the current ones");
+    let wait_all = futures::future::join_all(running.into_values());
+    if tokio::time::timeout(SHUTDOWN_GRACE, wait_all).await.is_err() {
+        tracing::warn!("batches still running after {}s; their transactions roll back", SHUTDOWN_GRACE.as_secs());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    ctx.metrics.up.set(0);
+    Ok(())
+}
