@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a private PostgreSQL (started here, data under $HOUSEKEEP_DEMO_DIR), a local-disk
-# store, the schema, a seeded dataset, and a summary of what housekeeping will find.
+# store, the schema, a seeded dataset, a summary, one pass of the housekeeping pipeline
+# (worker --once) and the summary after it.
 #   scripts/demo.sh          build, start, migrate, seed, summarise (a fresh dataset each time)
 #   scripts/demo.sh stop     stop the demo's PostgreSQL
 set -euo pipefail
@@ -43,7 +44,11 @@ log "housekeep migrate"
 "$HK" migrate
 log "housekeep seed"
 "$HK" seed --projects 10 --artifacts 2000 --orphans 25
-log "housekeep status --scan-store"
+log "housekeep status --scan-store (before)"
+"$HK" status --scan-store
+log "housekeep worker --once: unlock, unknown, expire, delete-objects, stale-uploads"
+HOUSEKEEP_LOG=warn "$HK" worker --once
+log "housekeep status --scan-store (after)"
 "$HK" status --scan-store
 
 cat <<MSG
