@@ -76,6 +76,8 @@ pub enum Command {
     Run(RunArgs),
     /// Make every queued object ready now and drain the deletion queue
     Expedite(ExpediteArgs),
+    /// List artifact rows whose object is missing, as CSV: artifact_id,project_id,job_id,object_path
+    Verify,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +254,14 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
             }
             println!("expedite: {}", report.summary());
             outcome_to_result(&report)
+        }
+        Command::Verify => {
+            let stores = Stores::open(config)?;
+            let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let r = crate::orphans::verify::verify(&client, &stores, config.store_concurrency, &mut out).await?;
+            eprintln!("verify: checked {} rows, {} objects missing", r.checked, r.missing);
+            Ok(())
         }
         Command::Config => {
             print!("{}", config.to_redacted_toml());

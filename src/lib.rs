@@ -11,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod orphans;
 pub mod schedule;
 pub mod seed;
 pub mod status;

@@ -1,0 +1,3 @@
+//! Finding what the database and the stores disagree on.
+
+pub mod verify;
