@@ -78,6 +78,39 @@ pub enum Command {
     Expedite(ExpediteArgs),
     /// List artifact rows whose object is missing, as CSV: artifact_id,project_id,job_id,object_path
     Verify,
+    /// List orphan @final objects into a resumable CSV manifest (object_path,object_size)
+    ListOrphans(ListOrphansArgs),
+    /// Delete the objects of a list-orphans manifest, re-checking each one first
+    DeleteOrphans(DeleteOrphansArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListOrphansArgs {
+    /// Manifest to append to; progress is kept beside it (FILE.progress)
+    #[arg(long, value_name = "FILE")]
+    pub filename: PathBuf,
+    /// Start over with an empty FILE
+    #[arg(long)]
+    pub force_restart: bool,
+    /// Only objects older than this are orphans (uploads in flight are younger)
+    #[arg(long, default_value = "6h", value_name = "DUR")]
+    pub min_age: crate::duration::HumanDuration,
+    /// List part I of N of the key space (by leading hash directory), for parallel listing
+    #[arg(long, default_value = "0/1", value_name = "I/N")]
+    pub shard: crate::orphans::list::Shard,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteOrphansArgs {
+    /// Manifest written by list-orphans
+    #[arg(long, value_name = "FILE")]
+    pub filename: PathBuf,
+    /// Start over: forget progress and the deleted_from-- file
+    #[arg(long)]
+    pub force_restart: bool,
+    /// Validate and re-check, print what would be deleted and the total bytes; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +294,59 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
             let mut out = std::io::BufWriter::new(std::io::stdout());
             let r = crate::orphans::verify::verify(&client, &stores, config.store_concurrency, &mut out).await?;
             eprintln!("verify: checked {} rows, {} objects missing", r.checked, r.missing);
+            Ok(())
+        }
+        Command::ListOrphans(a) => {
+            let stores = Stores::open(config)?;
+            let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let opts = crate::orphans::list::ListOptions {
+                filename: a.filename,
+                force_restart: a.force_restart,
+                min_age: a.min_age.0,
+                shard: a.shard,
+            };
+            let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+                let p = indicatif::ProgressBar::new(opts.shard.dirs().len() as u64);
+                if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} directories  {msg}") {
+                    p.set_style(style);
+                }
+                p
+            });
+            let s = crate::orphans::list::list_orphans(&client, &stores.remote, &opts, bar.clone()).await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "list-orphans: {} @final objects scanned, {} orphans ({} bytes) in {}",
+                s.scanned, s.orphans, s.bytes, opts.filename.display()
+            );
+            Ok(())
+        }
+        Command::DeleteOrphans(a) => {
+            let stores = Stores::open(config)?;
+            let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let opts = crate::orphans::delete::DeleteOptions {
+                filename: a.filename,
+                force_restart: a.force_restart,
+                dry_run: a.dry_run,
+                concurrency: config.store_concurrency,
+            };
+            let s = crate::orphans::delete::delete_orphans(&client, &stores.remote, &opts).await?;
+            println!(
+                "delete-orphans{}: {} lines, {} {} ({} bytes), skipped {} now referenced, {} already gone, {} size changed, {} failed",
+                if opts.dry_run { " (dry run)" } else { "" },
+                s.lines,
+                if opts.dry_run { "would delete" } else { "deleted" },
+                s.deleted,
+                s.deleted_bytes,
+                s.skipped_referenced,
+                s.skipped_missing,
+                s.skipped_size,
+                s.failed
+            );
+            if s.failed > 0 {
+                return Err(Error::Partial(format!("{} objects could not be deleted; run again to retry", s.failed)));
+            }
             Ok(())
         }
         Command::Config => {

@@ -145,17 +145,7 @@ async fn scan(client: &tokio_postgres::Client, stores: &Stores) -> Result<StoreS
     }
     for chunk in finals.chunks(1000) {
         let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let rows = client
-            .query(
-                "SELECT k FROM unnest($1::text[]) AS k
-                 WHERE NOT EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = k)
-                   AND NOT EXISTS (SELECT 1 FROM pending_direct_uploads u WHERE u.object_key = k)
-                   AND NOT EXISTS (SELECT 1 FROM ci_deleted_objects d
-                                   WHERE d.file = regexp_replace(k, '^.*/', '') AND d.store_dir = regexp_replace(k, '/[^/]*$', ''))",
-                &[&keys],
-            )
-            .await?;
-        let orphans: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let orphans = crate::orphans::unreferenced(client, &keys).await?;
         for (k, size) in chunk {
             if orphans.contains(k) {
                 out.orphan_final_objects += 1;

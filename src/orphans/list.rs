@@ -1,0 +1,323 @@
+//! `housekeep list-orphans`: `@final` objects that no artifact row references, that are not a
+//! pending direct upload, not already queued for deletion, and older than `--min-age`, appended
+//! to FILE as `object_path,object_size` (full key, RFC 4180 quoting, no header).
+//!
+//! The key space is walked one leading hash directory (`00` … `ff`) at a time, in order, each in
+//! key order; `--shard I/N` takes the directories whose number is I modulo N, so N processes
+//! together produce exactly the unsharded result. A listing task feeds pages of up to 1,000 keys
+//! through a small channel while the previous page is checked against the database (one query
+//! per page), so listing and checks overlap and memory stays flat. After each page, FILE is
+//! fsynced and the progress file beside it (`FILE.progress`) records the directory, the last key
+//! and FILE's committed length (see [`super::manifest`]): killed at any instant and run again with
+//! the same arguments, the command continues after the last committed page, and FILE holds every
+//! orphan exactly once.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use object_store::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::manifest::{self, Output};
+use crate::error::{Error, Result};
+use crate::store::{layout, Store};
+
+const PAGE: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let (i, n) = s.split_once('/').ok_or_else(|| format!("\"{s}\" is not I/N (for example 0/4)"))?;
+        let index: u32 = i.trim().parse().map_err(|_| format!("\"{i}\" is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| format!("\"{n}\" is not a number"))?;
+        if count == 0 || count > 256 || index >= count {
+            return Err(format!("\"{s}\": N must be 1 to 256 and I from 0 to N-1"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// The leading hash directories of this shard, in order.
+    pub fn dirs(&self) -> Vec<String> {
+        (0u32..256).filter(|d| d % self.count == self.index).map(|d| format!("{d:02x}")).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListOptions {
+    pub filename: PathBuf,
+    pub force_restart: bool,
+    pub min_age: Duration,
+    pub shard: Shard,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListSummary {
+    pub scanned: u64,
+    pub orphans: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    /// The arguments the listing was started with; a resume must use the same.
+    args: String,
+    /// Position in the shard's directory list.
+    dir_index: usize,
+    /// Last key handled in that directory.
+    after: Option<String>,
+    file_len: u64,
+    complete: bool,
+    summary: ListSummary,
+}
+
+pub fn progress_path(file: &Path) -> PathBuf {
+    manifest::beside(file, "", ".progress")
+}
+
+/// Segment-wise key order: the order of a sorted directory walk, and S3's order for layout keys.
+fn key_cmp(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+pub async fn list_orphans(
+    client: &tokio_postgres::Client,
+    store: &Store,
+    opts: &ListOptions,
+    progress_bar: Option<indicatif::ProgressBar>,
+) -> Result<ListSummary> {
+    crate::db::require_schema(client).await?;
+    let args = format!("store={} min_age={}s shard={}", store.url(), opts.min_age.as_secs(), opts.shard);
+    let ppath = progress_path(&opts.filename);
+    if opts.force_restart {
+        manifest::remove_if_exists(&ppath)?;
+        std::fs::write(&opts.filename, b"").map_err(|e| Error::Other(format!("{}: {e}", opts.filename.display())))?;
+    }
+    let mut progress = match manifest::read_progress::<Progress>(&ppath)? {
+        Some(p) if p.args != args => {
+            return Err(Error::Input(format!(
+                "{} was started with other arguments ({}); run with the same ones to resume, or add --force-restart",
+                opts.filename.display(),
+                p.args
+            )));
+        }
+        Some(p) => p,
+        None => {
+            if opts.filename.exists() && std::fs::metadata(&opts.filename).map(|m| m.len() > 0).unwrap_or(false) {
+                return Err(Error::Input(format!(
+                    "{} already has lines but no progress file; add --force-restart to start over",
+                    opts.filename.display()
+                )));
+            }
+            Progress { args, dir_index: 0, after: None, file_len: 0, complete: false, summary: ListSummary::default() }
+        }
+    };
+    if progress.complete {
+        tracing::info!(file = %opts.filename.display(), "listing already complete; --force-restart starts over");
+        return Ok(progress.summary);
+    }
+    let mut out = Output::open_at(&opts.filename, progress.file_len)?;
+    let dirs = opts.shard.dirs();
+    let cutoff: DateTime<Utc> = Utc::now() - chrono::Duration::from_std(opts.min_age).unwrap_or(chrono::Duration::MAX);
+
+    // The lister runs ahead by at most two pages.
+    let (tx, mut rx) = mpsc::channel::<Result<(usize, Vec<ObjectMeta>, bool)>>(2);
+    let lister = {
+        let store = store.clone();
+        let dirs = dirs.clone();
+        let (start_dir, after) = (progress.dir_index, progress.after.clone());
+        tokio::spawn(async move {
+            for (i, dir) in dirs.iter().enumerate().skip(start_dir) {
+                let after = if i == start_dir { after.clone() } else { None };
+                let mut stream = list_dir(&store, dir, after.as_deref());
+                let mut page = Vec::with_capacity(PAGE);
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(meta) => {
+                            page.push(meta);
+                            if page.len() == PAGE && tx.send(Ok((i, std::mem::take(&mut page), false))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                if tx.send(Ok((i, page, true))).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    while let Some(msg) = rx.recv().await {
+        let (dir_index, page, dir_done) = msg?;
+        let mut finals: Vec<(String, String, u64)> = Vec::new(); // (full key, relative key, size)
+        for meta in &page {
+            let full = meta.location.to_string();
+            let Some(rel) = store.relative(&full) else { continue };
+            if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
+                continue;
+            }
+            progress.summary.scanned += 1;
+            if meta.last_modified < cutoff {
+                finals.push((full.clone(), rel.to_string(), meta.size));
+            }
+        }
+        let rels: Vec<&str> = finals.iter().map(|(_, r, _)| r.as_str()).collect();
+        let orphans = super::unreferenced(client, &rels).await?;
+        for (full, rel, size) in &finals {
+            if orphans.contains(rel) {
+                out.append(&manifest::csv_line(&[full, &size.to_string()]))?;
+                progress.summary.orphans += 1;
+                progress.summary.bytes += size;
+            }
+        }
+        progress.file_len = out.sync()?;
+        if dir_done {
+            progress.dir_index = dir_index + 1;
+            progress.after = None;
+        } else {
+            progress.dir_index = dir_index;
+            progress.after = page.last().map(|m| m.location.to_string());
+        }
+        manifest::write_progress(&ppath, &progress)?;
+        if let Some(p) = &progress_bar {
+            p.set_position(progress.dir_index as u64);
+            p.set_message(format!("{} scanned, {} orphans", progress.summary.scanned, progress.summary.orphans));
+        }
+    }
+    lister.await.map_err(|e| Error::other(format!("listing task failed: {e}")))?;
+    progress.complete = true;
+    progress.dir_index = dirs.len();
+    manifest::write_progress(&ppath, &progress)?;
+    Ok(progress.summary)
+}
+
+/// Objects under one leading hash directory, in key order, after `after` (a full key).
+fn list_dir(store: &Store, dir: &str, after: Option<&str>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
+    let full_dir = store.full_key(dir);
+    match store.local_root() {
+        // S3, GCS and Azure list in lexicographic order, which is the layout's key order.
+        None => store.list_from(Some(&full_dir), after),
+        Some(root) => local_sorted(root.to_path_buf(), full_dir, after.map(str::to_string)),
+    }
+}
+
+/// A sorted walk of `root/dir` that only descends into `@final` below project directories, run
+/// on a blocking thread and streamed through a small channel.
+fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
+    let (tx, rx) = mpsc::channel::<Result<ObjectMeta>>(256);
+    tokio::task::spawn_blocking(move || {
+        let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.join(&dir), dir.clone(), 1)];
+        while let Some((path, key, depth)) = stack.pop() {
+            let mut entries: Vec<(String, std::fs::FileType)> = match std::fs::read_dir(&path) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| Some((e.file_name().into_string().ok()?, e.file_type().ok()?)))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::Store(format!("{}: {e}", path.display()))));
+                    return;
+                }
+            };
+            entries.sort_by(|a, b| b.0.cmp(&a.0)); // reversed: the stack pops the smallest first
+            let mut files = Vec::new();
+            for (name, ft) in entries {
+                let child_key = format!("{key}/{name}");
+                if ft.is_dir() {
+                    // P = d1/d2/H; under H only @final holds direct uploads.
+                    if depth == 3 && name != "@final" {
+                        continue;
+                    }
+                    if let Some(a) = &after {
+                        // Skip subtrees entirely before the resume point.
+                        if key_cmp(&child_key, a) == Ordering::Less && !a.starts_with(&format!("{child_key}/")) {
+                            continue;
+                        }
+                    }
+                    stack.push((path.join(&name), child_key, depth + 1));
+                } else if ft.is_file() {
+                    if after.as_deref().is_some_and(|a| key_cmp(&child_key, a) != Ordering::Greater) {
+                        continue;
+                    }
+                    files.push((name, child_key));
+                }
+            }
+            // Files of this directory come before its subdirectories' contents only when they
+            // sort first; with the layout, a directory holds either files or directories.
+            files.reverse();
+            for (name, child_key) in files {
+                let meta = match std::fs::metadata(path.join(&name)) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Error::Store(format!("{}: {e}", path.join(&name).display()))));
+                        return;
+                    }
+                };
+                let location = match object_store::path::Path::parse(&child_key) {
+                    Ok(l) => l,
+                    Err(_) => continue,
+                };
+                let last_modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
+                let m = ObjectMeta { location, last_modified, size: meta.len(), e_tag: None, version: None };
+                if tx.blocking_send(Ok(m)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_leading_directories() {
+        let mut all: Vec<String> = Vec::new();
+        for i in 0..3 {
+            all.extend(Shard { index: i, count: 3 }.dirs());
+        }
+        all.sort();
+        assert_eq!(all, Shard { index: 0, count: 1 }.dirs());
+        assert_eq!(all.len(), 256);
+        for bad in ["3/3", "1", "a/2", "0/0", "0/257"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        assert_eq!("1/4".parse::<Shard>().unwrap(), Shard { index: 1, count: 4 });
+    }
+
+    #[test]
+    fn key_order_is_segment_order() {
+        assert_eq!(key_cmp("ab/c", "ab-d/c"), Ordering::Less);
+        assert_eq!(key_cmp("a/b/c", "a/b"), Ordering::Greater);
+        assert_eq!(key_cmp("a/0/1", "a/@final/1"), Ordering::Less);
+    }
+}
