@@ -45,7 +45,11 @@ impl StoreUrl {
             }
         };
         let prefix = || -> std::result::Result<String, String> {
-            let p = url.path().trim_matches('/').to_string();
+            // The URL keeps the prefix percent-encoded; keys use it as written.
+            let p = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
+                .decode_utf8()
+                .map_err(|_| format!("prefix of \"{shown}\" is not UTF-8"))?
+                .into_owned();
             if !p.is_empty() {
                 layout::check_segments(&p).map_err(|e| format!("prefix of \"{shown}\": {e}"))?;
             }
@@ -315,6 +319,10 @@ mod tests {
         assert_eq!(
             StoreUrl::parse("s3://bucket/some/prefix/").unwrap(),
             StoreUrl::S3 { bucket: "bucket".into(), prefix: "some/prefix".into() }
+        );
+        assert_eq!(
+            StoreUrl::parse("s3://b/we,ird \"pré\"fix").unwrap(),
+            StoreUrl::S3 { bucket: "b".into(), prefix: "we,ird \"pré\"fix".into() }
         );
         assert_eq!(StoreUrl::parse("gs://b").unwrap(), StoreUrl::Gcs { bucket: "b".into(), prefix: String::new() });
         assert_eq!(
