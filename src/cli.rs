@@ -82,6 +82,21 @@ pub enum Command {
     ListOrphans(ListOrphansArgs),
     /// Delete the objects of a list-orphans manifest, re-checking each one first
     DeleteOrphans(DeleteOrphansArgs),
+    /// Find (and with --dry-run false remove) artifact directories without a row on a local-disk store
+    OrphanFiles(OrphanFilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OrphanFilesArgs {
+    /// Only report; pass --dry-run false to remove
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub dry_run: bool,
+    /// Remove at most N orphan directories
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Leave directories modified more recently than this alone
+    #[arg(long, default_value = "6h", value_name = "DUR")]
+    pub min_age: crate::duration::HumanDuration,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +362,29 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
             if s.failed > 0 {
                 return Err(Error::Partial(format!("{} objects could not be deleted; run again to retry", s.failed)));
             }
+            Ok(())
+        }
+        Command::OrphanFiles(a) => {
+            let stores = Stores::open(config)?;
+            let root = stores
+                .local
+                .local_root()
+                .ok_or_else(|| Error::config("orphan-files works on a local-disk store: set local_store_url (or store_url) to a file:// URL"))?
+                .to_path_buf();
+            let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let opts = crate::orphans::files::FilesOptions { dry_run: a.dry_run, limit: a.limit, min_age: a.min_age.0 };
+            let s = crate::orphans::files::orphan_files(&client, &root, &opts).await?;
+            println!(
+                "orphan-files{}: {} artifact directories, {} {} orphan ({} bytes), {} recent skipped, {} empty directories {}",
+                if a.dry_run { " (dry run)" } else { "" },
+                s.artifact_dirs,
+                if a.dry_run { "found" } else { "removed" },
+                s.orphans,
+                s.orphan_bytes,
+                s.skipped_recent,
+                s.empty_dirs,
+                if a.dry_run { "found" } else { "removed" },
+            );
             Ok(())
         }
         Command::Config => {

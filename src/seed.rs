@@ -291,13 +291,15 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     )
     .await? as i64;
 
+    // Ids no row has: for the files of artifacts deleted earlier (queued, or orphaned).
+    let unused_job = job_id(pipelines.len(), 0) + 1000;
     // Already queued deletions: artifacts deleted earlier whose files still wait (ids beyond ours).
     let n_queued = (opts.artifacts / 100).max(5);
     let mut queued = Vec::new();
     for q in 0..n_queued {
         let project_id = project_ids[rng.random_range(0..project_ids.len())];
         let created = now - Duration::days(rng.random_range(31..59));
-        let key = layout::hashed_key(project_id, created, first_build - 1 - q, aid + 1000 + q, "artifacts.zip");
+        let key = layout::hashed_key(project_id, created, unused_job + q, aid + 1000 + q, "artifacts.zip");
         let (dir, file) = layout::split_dir_file(&key);
         let pick_up_at = if q % 2 == 0 { now - Duration::hours(rng.random_range(1..20)) } else { now + Duration::minutes(rng.random_range(5..60)) };
         let size = log_uniform(&mut rng, 1024, 65_536);
@@ -344,7 +346,7 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
             if i % 3 != 2 {
                 objects.push(ObjectToWrite { file_store: 2, key: layout::final_key(project_id, &upload_id(&mut rng)), size, mtime });
             } else {
-                let key = layout::hashed_key(project_id, mtime, first_build - 10_000 - i, aid + 100_000 + i, "artifacts.zip");
+                let key = layout::hashed_key(project_id, mtime, unused_job + 100_000 + i, aid + 100_000 + i, "artifacts.zip");
                 objects.push(ObjectToWrite { file_store: 1, key, size, mtime });
             }
         }

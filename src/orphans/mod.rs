@@ -2,6 +2,7 @@
 //! `delete-orphans`) and rows whose object is missing (`verify`).
 
 pub mod delete;
+pub mod files;
 pub mod list;
 pub mod manifest;
 pub mod verify;
