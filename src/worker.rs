@@ -24,6 +24,8 @@ use crate::tasks::{self, Context, Outcome, Report, RunOptions, Task};
 /// How long shutdown waits for running batches before giving up on them (rolled back by the
 /// database when the connection closes).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// How often the backlog gauges are refreshed between task runs.
+const BACKLOG_EVERY: Duration = Duration::from_secs(60);
 
 fn notify(state: sd_notify::NotifyState<'_>) {
     let _ = sd_notify::notify(&[state]);
@@ -121,8 +123,18 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
         schedules.iter().filter_map(|(t, s)| s.next_after(&Utc::now()).map(|n| (*t, n))).collect();
     let mut running: HashMap<Task, JoinHandle<()>> = HashMap::new();
     let tick = Duration::from_secs(1);
+    let mut backlog_at = std::time::Instant::now() - BACKLOG_EVERY;
     loop {
         notify(sd_notify::NotifyState::Watchdog);
+        if backlog_at.elapsed() >= BACKLOG_EVERY {
+            backlog_at = std::time::Instant::now();
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = tasks::refresh_backlog(&ctx).await {
+                    tracing::warn!(error = %e, "could not refresh backlog gauges");
+                }
+            });
+        }
         running.retain(|_, h| !h.is_finished());
         let now = Utc::now();
         for (task, schedule) in &schedules {
