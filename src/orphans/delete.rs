@@ -204,7 +204,9 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
                     out_path.display()
                 )));
             }
-            Progress { manifest_len, next_line: 0, out_len: 0, pending: None, complete: false, summary: DeleteSummary::default() }
+            let p = Progress { manifest_len, next_line: 0, out_len: 0, pending: None, complete: false, summary: DeleteSummary::default() };
+            manifest::write_progress(&ppath, &p)?;
+            p
         }
     };
     if progress.complete {

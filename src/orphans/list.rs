@@ -126,7 +126,10 @@ pub async fn list_orphans(
                     opts.filename.display()
                 )));
             }
-            Progress { args, dir_index: 0, after: None, file_len: 0, complete: false, summary: ListSummary::default() }
+            // Recorded before the first line is written, so a crash at any point leaves a progress file.
+            let p = Progress { args, dir_index: 0, after: None, file_len: 0, complete: false, summary: ListSummary::default() };
+            manifest::write_progress(&ppath, &p)?;
+            p
         }
     };
     if progress.complete {
@@ -134,7 +137,8 @@ pub async fn list_orphans(
         return Ok(progress.summary);
     }
     let mut out = Output::open_at(&opts.filename, progress.file_len)?;
-    let dirs = opts.shard.dirs();
+    // Unsharded, the whole prefix is one listing (fewest requests); sharded, one per directory.
+    let dirs = if opts.shard.count == 1 { vec![String::new()] } else { opts.shard.dirs() };
     let cutoff: DateTime<Utc> = Utc::now() - chrono::Duration::from_std(opts.min_age).unwrap_or(chrono::Duration::MAX);
 
     // The lister runs ahead by at most two pages.
@@ -214,12 +218,13 @@ pub async fn list_orphans(
 }
 
 /// Objects under one leading hash directory, in key order, after `after` (a full key).
+/// An empty `dir` is the whole store prefix.
 fn list_dir(store: &Store, dir: &str, after: Option<&str>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
-    let full_dir = store.full_key(dir);
     match store.local_root() {
         // S3, GCS and Azure list in lexicographic order, which is the layout's key order.
-        None => store.list_from(Some(&full_dir), after),
-        Some(root) => local_sorted(root.to_path_buf(), full_dir, after.map(str::to_string)),
+        None if dir.is_empty() => store.list_from(None, after),
+        None => store.list_from(Some(&store.full_key(dir)), after),
+        Some(root) => local_sorted(root.to_path_buf(), dir.to_string(), after.map(str::to_string)),
     }
 }
 
@@ -228,7 +233,8 @@ fn list_dir(store: &Store, dir: &str, after: Option<&str>) -> futures::stream::B
 fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
     let (tx, rx) = mpsc::channel::<Result<ObjectMeta>>(256);
     tokio::task::spawn_blocking(move || {
-        let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.join(&dir), dir.clone(), 1)];
+        let start = if dir.is_empty() { (root.clone(), String::new(), 0) } else { (root.join(&dir), dir.clone(), 1) };
+        let mut stack: Vec<(PathBuf, String, usize)> = vec![start];
         while let Some((path, key, depth)) = stack.pop() {
             let mut entries: Vec<(String, std::fs::FileType)> = match std::fs::read_dir(&path) {
                 Ok(rd) => rd
@@ -244,7 +250,7 @@ fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::s
             entries.sort_by(|a, b| b.0.cmp(&a.0)); // reversed: the stack pops the smallest first
             let mut files = Vec::new();
             for (name, ft) in entries {
-                let child_key = format!("{key}/{name}");
+                let child_key = if key.is_empty() { name.clone() } else { format!("{key}/{name}") };
                 if ft.is_dir() {
                     // P = d1/d2/H; under H only @final holds direct uploads.
                     if depth == 3 && name != "@final" {
