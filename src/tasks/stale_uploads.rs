@@ -5,14 +5,17 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, TimeZone, Utc};
+
 use super::{Outcome, Run};
 use crate::error::Result;
 use crate::store::layout;
 
 const PICK: &str = "SELECT u.object_key,
-       EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = u.object_key) AS referenced
+       EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = u.object_key) AS referenced,
+       u.created_at
      FROM pending_direct_uploads u
-     WHERE u.created_at < now() - make_interval(secs => $1)
+     WHERE u.created_at < now() - make_interval(secs => $1) AND (u.created_at, u.object_key) > ($3, $4)
      ORDER BY u.created_at, u.object_key LIMIT $2";
 
 const REMOVE: &str = "DELETE FROM pending_direct_uploads WHERE object_key = ANY($1) AND created_at < now() - make_interval(secs => $2)";
@@ -30,13 +33,14 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     }
     let store = &run.ctx.stores.remote;
     let limit = run.batch_size();
-    let mut offset_failed = 0i64;
+    // A keyset cursor: entries that cannot be deleted now are passed over, not retried forever
+    // in front of the others; the next run tries them again.
+    let mut cursor: (DateTime<Utc>, String) = (Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap(), String::new());
     while run.keep_going() {
-        let rows = client.query(PICK, &[&max_age, &(limit + offset_failed)]).await?;
-        let rows: Vec<(String, bool)> = rows.iter().skip(offset_failed as usize).map(|r| (r.get(0), r.get(1))).collect();
-        if rows.is_empty() {
-            break;
-        }
+        let rows = client.query(PICK, &[&max_age, &limit, &cursor.0, &cursor.1]).await?;
+        let Some(last) = rows.last() else { break };
+        cursor = (last.get(2), last.get(0));
+        let rows: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         let mut gone: Vec<String> = Vec::new();
         let mut to_delete: Vec<String> = Vec::new();
         for (key, referenced) in rows {
@@ -45,7 +49,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
                 gone.push(key);
             } else if let Err(e) = layout::check_segments(&key) {
                 tracing::warn!(key, error = %e, "pending upload has an invalid key; left alone");
-                offset_failed += 1;
+                run.report.add("invalid", 1);
             } else {
                 to_delete.push(key);
             }
@@ -60,7 +64,6 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
                 }
                 Err(e) => {
                     tracing::warn!(key = %full, error = %e, "could not delete stale upload; will retry");
-                    offset_failed += 1;
                     run.report.outcome = Outcome::Partial;
                     run.report.add("failed", 1);
                 }
@@ -69,9 +72,6 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         let n = client.execute(REMOVE, &[&gone, &max_age]).await? as i64;
         run.report.add("deleted", n);
         run.ctx.metrics.stale_uploads_deleted.inc_by(n as u64);
-        if n == 0 {
-            break;
-        }
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `unlock` (keep latest artifacts): for every ref with locked pipelines, pipelines older than the
+//! `unlock` (keep latest artifacts): for every ref (a branch and a tag of the same name are two
+//! refs) with locked pipelines, pipelines older than the
 //! newest finished one are enqueued in `ci_unlock_pipeline_requests`, except the newest finished
 //! and the newest successful pipeline (CI sources only, as GitLab). Draining the queue sets the
 //! artifacts of queued pipelines `locked = 0` in batches, then the pipelines' `locked = 0` and the
@@ -13,22 +14,22 @@ use crate::error::Result;
 /// the newest pipeline of a ref.
 const CANDIDATES: &str = "
 WITH refs AS (
-  SELECT DISTINCT project_id, ref FROM ci_pipelines WHERE locked = 1 AND ref IS NOT NULL
+  SELECT DISTINCT project_id, ref, tag FROM ci_pipelines WHERE locked = 1 AND ref IS NOT NULL
 ), latest AS (
-  SELECT r.project_id, r.ref,
+  SELECT r.project_id, r.ref, r.tag,
     (SELECT p.id FROM ci_pipelines p
-      WHERE p.project_id = r.project_id AND p.ref = r.ref
+      WHERE p.project_id = r.project_id AND p.ref = r.ref AND p.tag = r.tag
         AND p.status IN ('success', 'failed', 'canceled', 'skipped', 'manual')
         AND COALESCE(p.source, 0) NOT IN (9, 12, 13, 14, 15, 16, 17, 18)
       ORDER BY p.id DESC LIMIT 1) AS finished_id,
     (SELECT p.id FROM ci_pipelines p
-      WHERE p.project_id = r.project_id AND p.ref = r.ref AND p.status = 'success'
+      WHERE p.project_id = r.project_id AND p.ref = r.ref AND p.tag = r.tag AND p.status = 'success'
         AND COALESCE(p.source, 0) NOT IN (9, 12, 13, 14, 15, 16, 17, 18)
       ORDER BY p.id DESC LIMIT 1) AS success_id
   FROM refs r
 )
 SELECT p.id FROM latest l
-JOIN ci_pipelines p ON p.project_id = l.project_id AND p.ref = l.ref
+JOIN ci_pipelines p ON p.project_id = l.project_id AND p.ref = l.ref AND p.tag = l.tag
 WHERE p.locked = 1 AND p.id < l.finished_id AND p.id IS DISTINCT FROM l.success_id";
 
 const QUEUED: &str = "SELECT pipeline_id FROM ci_unlock_pipeline_requests ORDER BY enqueued_at, pipeline_id LIMIT $1";

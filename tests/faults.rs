@@ -1,0 +1,446 @@
+//! delete-objects under store faults and under concurrency, through a store wrapper that counts
+//! delete calls per key and fails a deterministic fraction of them: every object ends up deleted,
+//! failures are recorded and retried with back-off, a queue row never goes before its object
+//! (guarantee 2), and three workers at once delete every object exactly once (guarantee 6).
+
+mod common;
+mod fixtures;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use housekeep::store::{Store, Stores};
+use housekeep::tasks::{Outcome, Task};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use sha2::{Digest, Sha256};
+
+use common::{Backend, TestDb, TestStore};
+use fixtures::Fx;
+
+#[derive(Default)]
+struct Counts {
+    /// Delete attempts per full key (failed ones included).
+    attempts: HashMap<String, u32>,
+    /// Deletes passed on to the inner store per full key.
+    forwarded: HashMap<String, u32>,
+    /// Keys whose attempt N failed: (key, N).
+    failed: Vec<(String, u32)>,
+    /// Deletes in flight in the inner store now, and at most.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Wraps a store; fails `fail_percent`% of delete attempts, chosen by a hash of the key and the
+/// attempt number, so a key that failed may succeed on its next attempt.
+struct Faulty {
+    inner: Arc<dyn ObjectStore>,
+    fail_percent: u64,
+    /// Added to every delete passed on, as a network round trip would.
+    delay: Duration,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn ObjectStore>, fail_percent: u64) -> Faulty {
+        Faulty { inner, fail_percent, delay: Duration::ZERO, counts: Arc::default() }
+    }
+}
+
+fn should_fail(key: &str, attempt: u32, percent: u64) -> bool {
+    let h = Sha256::digest(format!("{key}#{attempt}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().unwrap()) % 100 < percent
+}
+
+impl fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let (inner, counts, percent, delay) = (self.inner.clone(), self.counts.clone(), self.fail_percent, self.delay);
+        locations
+            .map(move |loc| {
+                let (inner, counts) = (inner.clone(), counts.clone());
+                async move {
+                    let loc = loc?;
+                    let key = loc.to_string();
+                    let fail = {
+                        let mut c = counts.lock().unwrap();
+                        let attempt = {
+                            let n = c.attempts.entry(key.clone()).or_insert(0);
+                            *n += 1;
+                            *n
+                        };
+                        let fail = should_fail(&key, attempt, percent);
+                        if fail {
+                            c.failed.push((key.clone(), attempt));
+                        } else {
+                            *c.forwarded.entry(key.clone()).or_insert(0) += 1;
+                        }
+                        fail
+                    };
+                    if fail {
+                        return Err(object_store::Error::Generic {
+                            store: "faulty",
+                            source: format!("injected failure deleting {key}").into(),
+                        });
+                    }
+                    {
+                        let mut c = counts.lock().unwrap();
+                        c.in_flight += 1;
+                        c.max_in_flight = c.max_in_flight.max(c.in_flight);
+                    }
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let result = inner.delete(&loc).await;
+                    counts.lock().unwrap().in_flight -= 1;
+                    result.map(|()| loc)
+                }
+            })
+            .buffered(16)
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A store whose deletes go through a `Faulty` wrapper, plus the wrapper's counters.
+fn faulty_store(t: &TestStore, percent: u64, bulk: bool) -> (Store, Arc<Mutex<Counts>>) {
+    let f = Faulty::new(t.inner(), percent);
+    let counts = f.counts.clone();
+    (Store::from_parts(Arc::new(f), t.store.prefix(), &format!("faulty+{}", t.url), bulk), counts)
+}
+
+/// Every full key in the store, in one listing.
+async fn listed(store: &Store) -> HashSet<String> {
+    use futures::TryStreamExt;
+    store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
+}
+
+async fn queued(c: &tokio_postgres::Client) -> HashSet<String> {
+    fixtures::queue_keys(c).await.into_keys().collect()
+}
+
+async fn twenty_percent_of_deletes_fail(backend: Backend, bulk: bool) {
+    const N: usize = 120;
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(backend);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let mut keys = Vec::new();
+    for i in 0..N {
+        let key = if i % 2 == 0 {
+            housekeep::store::layout::final_key(p, &fixtures::upload_id())
+        } else {
+            housekeep::store::layout::hashed_key(p, chrono::Utc::now(), 700_000 + i as i64, 600_000 + i as i64, "artifacts.zip")
+        };
+        keys.push(key);
+    }
+    futures::stream::iter(keys.iter().map(|k| fixtures::put(&t.store, k))).buffer_unordered(16).collect::<Vec<()>>().await;
+    for k in &keys {
+        fx.queue(2, k, "-1 minute").await;
+    }
+    let (store, counts) = faulty_store(&t, 20, bulk);
+    let mut config = fixtures::config(&db);
+    config.tasks.delete_objects.batch_size = 25;
+    config.store_concurrency = 4;
+    let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
+    let full = |k: &str| t.store.full_key(k);
+
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let r = fixtures::run(&ctx, Task::DeleteObjects).await;
+        let left = queued(&c).await;
+        let present_keys = listed(&t.store).await;
+        // Guarantee 2: a key gone from the queue is gone from the store; a key still queued
+        // failed (before reaching the store), so its object is still there.
+        for k in &keys {
+            let present = present_keys.contains(&full(k));
+            if left.contains(k) {
+                assert!(present, "run {runs}: {k} is still queued but its object is gone");
+            } else {
+                assert!(!present, "run {runs}: queue row of {k} removed while its object exists (guarantee 2)");
+            }
+        }
+        let failed_now: Vec<String> = {
+            let c = counts.lock().unwrap();
+            c.failed.iter().filter(|(_, n)| *n == runs).map(|(k, _)| k.clone()).collect()
+        };
+        assert_eq!(r.get("failed"), failed_now.len() as i64, "run {runs}: {r:?}");
+        assert_eq!(left.len(), failed_now.len(), "run {runs}: the rows left are exactly the failed ones");
+        assert_eq!(r.outcome, if failed_now.is_empty() { Outcome::Success } else { Outcome::Partial }, "{r:?}");
+        // Failures are recorded: attempts, last error, back-off = lease (10m) * 2^(attempts-1).
+        let rows = c
+            .query(
+                "SELECT store_dir || '/' || file, attempts, last_error, extract(epoch FROM pick_up_at - now())::float8 FROM ci_deleted_objects",
+                &[],
+            )
+            .await
+            .unwrap();
+        for row in &rows {
+            let (key, attempts, err, wait): (String, i32, Option<String>, f64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            assert!(failed_now.contains(&full(&key)), "run {runs}: {key} left in the queue without failing");
+            assert_eq!(attempts, runs as i32, "{key}");
+            let err = err.unwrap_or_default();
+            assert!(err.contains("injected failure"), "run {runs}: last_error of {key}: {err:?}");
+            let backoff = 600.0 * 2f64.powi(attempts - 1);
+            assert!(wait > backoff - 60.0 && wait <= backoff + 1.0, "run {runs}: {key} waits {wait}s, expected {backoff}s");
+        }
+        if runs == 1 {
+            assert!(!rows.is_empty(), "20% of {N} deletes should fail in the first run");
+        }
+        if rows.is_empty() {
+            break;
+        }
+        assert!(runs < 15, "still {} rows queued after {runs} runs", rows.len());
+        // Skip the back-off.
+        c.execute("UPDATE ci_deleted_objects SET pick_up_at = now() - interval '1 second'", &[]).await.unwrap();
+    }
+    assert!(runs >= 2);
+    let c = counts.lock().unwrap();
+    for k in &keys {
+        assert_eq!(c.forwarded.get(&full(k)), Some(&1), "{k}: deletes passed to the store");
+        assert!(c.attempts[&full(k)] >= 1);
+    }
+    assert_eq!(c.forwarded.len(), N);
+}
+
+#[tokio::test]
+async fn twenty_percent_failing_deletes_on_local_disk_end_with_everything_deleted() {
+    twenty_percent_of_deletes_fail(Backend::Local, false).await;
+}
+
+#[tokio::test]
+async fn twenty_percent_failing_bulk_deletes_on_s3_end_with_everything_deleted() {
+    twenty_percent_of_deletes_fail(Backend::S3, true).await;
+}
+
+/// A request-level failure of a bulk delete (every key of the request fails) leaves every row
+/// queued with its error, and deletes nothing.
+#[tokio::test]
+async fn failing_every_delete_keeps_every_row_with_its_error() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let mut keys = Vec::new();
+    for _ in 0..10 {
+        let k = housekeep::store::layout::final_key(p, &fixtures::upload_id());
+        fixtures::put(&t.store, &k).await;
+        fx.queue(2, &k, "-1 minute").await;
+        keys.push(k);
+    }
+    // One row has failed many times already: its back-off is capped at max_age (1 day).
+    let (dir, file) = housekeep::store::layout::split_dir_file(&keys[0]);
+    c.execute("UPDATE ci_deleted_objects SET attempts = 12 WHERE store_dir = $1 AND file = $2", &[&dir, &file]).await.unwrap();
+    let (store, counts) = faulty_store(&t, 100, true);
+    let ctx = fixtures::context(fixtures::config(&db), Stores { remote: store.clone(), local: store }).await;
+    let r = fixtures::run(&ctx, Task::DeleteObjects).await;
+    assert_eq!((r.get("deleted"), r.get("failed")), (0, 10), "{r:?}");
+    assert_eq!(r.outcome, Outcome::Partial);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects WHERE attempts = 1 AND last_error LIKE '%injected%'").await, 9);
+    let capped: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM pick_up_at - now())::float8 FROM ci_deleted_objects WHERE attempts = 13 AND store_dir = $1 AND file = $2",
+            &[&dir, &file],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(capped > 86_400.0 - 60.0 && capped <= 86_400.0, "back-off after 13 attempts: {capped}s, expected the 1-day cap");
+    for k in &keys {
+        assert!(fixtures::exists(&t.store, k).await);
+    }
+    assert!(counts.lock().unwrap().forwarded.is_empty());
+    assert_eq!(ctx.metrics.delete_errors.get(), 10);
+}
+
+/// Three workers (three contexts with pools of their own, one shared store) drain 100,000
+/// queued objects at once: each object is deleted exactly once and the queue ends empty. The
+/// objects live in memory behind the counting wrapper, each delete taking a millisecond, so
+/// the workers' batches overlap as they would against a real store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_delete_100000_objects_exactly_once() {
+    const N: i64 = 100_000;
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let started = Instant::now();
+    // 256 directories of about 390 objects, @final-shaped keys.
+    c.execute(
+        "INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id, size, created_at)
+         SELECT 2, now() - interval '1 minute',
+                housekeep_project_dir(1) || '/@final/' || lpad(to_hex(i % 256), 2, '0') || '/00',
+                lpad(to_hex(i), 60, '0'), 1, 1, now()
+         FROM generate_series(1, $1::bigint) AS i",
+        &[&N],
+    )
+    .await
+    .unwrap();
+    let keys: Vec<String> = c
+        .query("SELECT store_dir || '/' || file FROM ci_deleted_objects", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys.len() as i64, N);
+    let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    futures::stream::iter(keys.iter().map(|k| {
+        let m = memory.clone();
+        async move { m.put(&Path::from(k.as_str()), PutPayload::from_static(b"x")).await.unwrap() }
+    }))
+    .buffer_unordered(64)
+    .collect::<Vec<_>>()
+    .await;
+    eprintln!("seeded {N} queued objects in {:.1}s", started.elapsed().as_secs_f64());
+
+    let mut wrapper = Faulty::new(memory.clone(), 0);
+    wrapper.delay = Duration::from_millis(1);
+    let counts = wrapper.counts.clone();
+    let store = Store::from_parts(Arc::new(wrapper), "", "faulty+memory://", false);
+    let mut contexts = Vec::new();
+    for _ in 0..3 {
+        let mut config = fixtures::config(&db);
+        config.store_concurrency = 32;
+        contexts.push(fixtures::context(config, Stores { remote: store.clone(), local: store.clone() }).await);
+    }
+    let t0 = Instant::now();
+    let handles: Vec<_> = contexts
+        .into_iter()
+        .map(|ctx| tokio::spawn(async move { fixtures::run(&ctx, Task::DeleteObjects).await }))
+        .collect();
+    let mut per_worker = Vec::new();
+    for h in handles {
+        let r = h.await.unwrap();
+        assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+        assert_eq!(r.get("failed"), 0, "{r:?}");
+        per_worker.push(r.get("deleted"));
+    }
+    eprintln!("three workers deleted {per_worker:?} in {:.1}s", t0.elapsed().as_secs_f64());
+    assert_eq!(per_worker.iter().sum::<i64>(), N, "deleted per worker: {per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "every worker should have had a share: {per_worker:?}");
+    assert_eq!(Fx { c: &c }.count("SELECT count(*) FROM ci_deleted_objects").await, 0, "the queue should be empty");
+
+    let left = memory.list(None).count().await;
+    assert_eq!(left, 0, "objects left in the store");
+    let counts = counts.lock().unwrap();
+    assert!(counts.failed.is_empty());
+    assert_eq!(counts.forwarded.len() as i64, N, "objects whose delete reached the store");
+    let twice: Vec<(&String, &u32)> = counts.forwarded.iter().filter(|(_, n)| **n != 1).take(10).collect();
+    assert!(twice.is_empty(), "objects deleted more than once (guarantee 6): {twice:?}");
+}
+
+/// A queue of `n` ready objects on local disk, behind a wrapper whose deletes take `delay`.
+async fn slow_queue(n: usize, delay: Duration) -> (TestDb, TestStore, Store, Arc<Mutex<Counts>>) {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    {
+        let c = db.client().await;
+        let fx = Fx { c: &c };
+        let p = fx.project().await;
+        for _ in 0..n {
+            let k = housekeep::store::layout::final_key(p, &fixtures::upload_id());
+            fixtures::put(&t.store, &k).await;
+            fx.queue(2, &k, "-1 minute").await;
+        }
+    }
+    let mut f = Faulty::new(t.inner(), 0);
+    f.delay = delay;
+    let counts = f.counts.clone();
+    let store = Store::from_parts(Arc::new(f), "", "slow+file://", false);
+    (db, t, store, counts)
+}
+
+/// Deletes go out with bounded concurrency: never more than `store_concurrency` at once, and
+/// more than one when there is work for it.
+#[tokio::test]
+async fn deletes_stay_within_the_configured_concurrency() {
+    let (db, _t, store, counts) = slow_queue(60, Duration::from_millis(20)).await;
+    let mut config = fixtures::config(&db);
+    config.store_concurrency = 5;
+    config.tasks.delete_objects.batch_size = 30;
+    let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
+    let r = fixtures::run(&ctx, Task::DeleteObjects).await;
+    assert_eq!(r.get("deleted"), 60, "{r:?}");
+    let max = counts.lock().unwrap().max_in_flight;
+    assert!((2..=5).contains(&max), "deletes in flight at most: {max}, configured 5");
+}
+
+/// A run stops starting batches when its time budget is spent: the batch under way finishes,
+/// no row stays leased, and the next run goes on.
+#[tokio::test]
+async fn delete_objects_respects_its_time_budget() {
+    let (db, t, store, _counts) = slow_queue(100, Duration::from_millis(50)).await;
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let mut config = fixtures::config(&db);
+    config.store_concurrency = 1;
+    config.tasks.delete_objects.batch_size = 5;
+    config.tasks.delete_objects.time_budget = housekeep::duration::HumanDuration::secs(1);
+    let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
+    let t0 = Instant::now();
+    let r = fixtures::run(&ctx, Task::DeleteObjects).await;
+    let took = t0.elapsed();
+    assert_eq!((r.stopped, r.outcome), ("budget", Outcome::Success), "{r:?}");
+    let deleted = r.get("deleted");
+    assert!(deleted >= 5 && deleted < 100 && deleted % 5 == 0, "whole batches only: {r:?}");
+    assert!(took < Duration::from_millis(3500), "a 1 s budget took {took:?} (all 100 deletes take 5 s)");
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 100 - deleted);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects WHERE pick_up_at > now()").await, 0, "rows left leased");
+    let objects = listed(&t.store).await.len() as i64;
+    assert_eq!(objects, 100 - deleted);
+}

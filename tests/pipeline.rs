@@ -1,0 +1,870 @@
+//! The housekeeping pipeline (SPEC §4) through the library: each task on a small hand-built
+//! dataset whose every row has a known fate, checked row by row, with the guarantees of §10
+//! (1 referenced objects are never deleted, 2 queue rows go only after their object, 3 an
+//! artifact is a row or a queue row, never both nor neither, 4 locked/unknown rows and traces
+//! never expire).
+
+mod common;
+mod fixtures;
+
+use common::{Backend, TestDb, TestStore};
+use fixtures::{assert_accounted, assert_statistics_exact, digest, dry_run, exists, put, run, Art, Fx};
+use housekeep::store::layout;
+use housekeep::tasks::{Outcome, Task};
+
+/// The queue row of a key: (file_store, project_id, size, pick_up_at is within `secs` of `expected`).
+async fn queue_row(c: &tokio_postgres::Client, key: &str) -> tokio_postgres::Row {
+    let (dir, file) = layout::split_dir_file(key);
+    let rows = c
+        .query(
+            "SELECT file_store, project_id, size, pick_up_at, now() AS now FROM ci_deleted_objects WHERE store_dir = $1 AND file = $2",
+            &[&dir, &file],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "exactly one queue row for {key}");
+    rows.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn expire_moves_only_expired_unlocked_non_trace_rows() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let (p1, p2) = (fx.project().await, fx.project().await);
+    let pl1 = fx.pipeline(p1, "main", "success", 0).await;
+    let pl2 = fx.pipeline(p2, "main", "success", 0).await;
+    // One job per artifact keeps (job_id, file_type) unique.
+    macro_rules! art {
+        ($p:expr, $pl:expr, $a:expr) => {{
+            let j = fx.job($p, $pl).await;
+            fx.artifact($a(Art::new($p, j))).await
+        }};
+    }
+    // Expirable: expired, locked = 0, not a trace.
+    let a_old = art!(p1, pl1, |a: Art| a.expire("-2 days").size(100));
+    let a_final = art!(p1, pl1, |a: Art| a.expire("-10 minutes").size(200).file_type(2).final_path());
+    let a_local = art!(p2, pl2, |a: Art| a.expire("-3 hours").size(50).file_type(4).local());
+    // Not expirable.
+    let future = art!(p1, pl1, |a: Art| a.expire("2 hours").size(1));
+    let locked = art!(p1, pl1, |a: Art| a.expire("-2 days").locked(1).size(2));
+    let unknown = art!(p1, pl1, |a: Art| a.expire("-2 days").locked(2).size(4));
+    let trace = art!(p1, pl1, |a: Art| a.expire("-2 days").file_type(3).size(8));
+    let never = art!(p1, pl1, |a: Art| a.size(16));
+    let locked_p2 = art!(p2, pl2, |a: Art| a.expire("-1 day").locked(1).size(32));
+    fx.exact_statistics().await;
+    let all = vec![
+        a_old.clone(),
+        a_final.clone(),
+        a_local.clone(),
+        future.clone(),
+        locked.clone(),
+        unknown.clone(),
+        trace.clone(),
+        never.clone(),
+        locked_p2.clone(),
+    ];
+    let (s1, s2) = (fx.statistics(p1).await, fx.statistics(p2).await);
+    assert_eq!((s1, s2), (100 + 200 + 1 + 2 + 4 + 8 + 16, 50 + 32));
+
+    let mut config = fixtures::config(&db);
+    config.tasks.expire.batch_size = 2;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+
+    // Dry run: counts, no change.
+    let before = digest(&c).await;
+    let r = dry_run(&ctx, Task::Expire).await;
+    assert!(r.dry_run);
+    assert_eq!((r.get("would_expire"), r.get("would_expire_bytes")), (3, 350), "{r:?}");
+    assert_eq!(r.get("expired"), 0);
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+
+    let r = run(&ctx, Task::Expire).await;
+    assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+    assert_eq!((r.get("expired"), r.get("expired_bytes")), (3, 350), "{r:?}");
+    assert_eq!(ctx.metrics.artifacts_expired.get(), 3);
+    assert_eq!(ctx.metrics.artifacts_expired_bytes.get(), 350);
+    assert_eq!(ctx.metrics.backlog.with_label_values(&["expired_rows"]).get(), 0);
+    assert_eq!(ctx.metrics.backlog.with_label_values(&["queued_objects"]).get(), 3);
+    assert_eq!(ctx.metrics.backlog.with_label_values(&["ready_objects"]).get(), 3);
+    assert_eq!(ctx.metrics.backlog.with_label_values(&["unknown_rows"]).get(), 1);
+
+    // Exactly the expirable rows are gone, each queued once under its layout key.
+    let ids = fixtures::artifact_ids(&c).await;
+    for a in [&a_old, &a_final, &a_local] {
+        assert!(!ids.contains(&a.id), "artifact {} should have expired", a.id);
+    }
+    for a in [&future, &locked, &unknown, &trace, &never, &locked_p2] {
+        assert!(ids.contains(&a.id), "artifact {} (type {}) must not expire", a.id, a.file_type);
+    }
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 3);
+    assert!(a_final.key.contains("/@final/"), "{}", a_final.key);
+    for (a, store) in [(&a_old, 2i16), (&a_final, 2), (&a_local, 1)] {
+        let row = queue_row(&c, &a.key).await;
+        assert_eq!(row.get::<_, i16>("file_store"), store);
+        assert_eq!(row.get::<_, Option<i64>>("project_id"), Some(a.project_id));
+        assert_eq!(row.get::<_, Option<i64>>("size"), Some(a.size));
+    }
+    // pick_up_at = expire_at clamped to [now - 1 day, now + 1 hour].
+    let old = queue_row(&c, &a_old.key).await;
+    let (pick, now): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = (old.get("pick_up_at"), old.get("now"));
+    let lag = (now - chrono::Duration::days(1) - pick).num_seconds().abs();
+    assert!(lag < 120, "pick_up_at {pick} should be about now - 1 day ({now})");
+    for a in [&a_final, &a_local] {
+        let row = queue_row(&c, &a.key).await;
+        assert_eq!(Some(row.get::<_, chrono::DateTime<chrono::Utc>>("pick_up_at")), a.expire_at, "{}", a.key);
+    }
+    // Totals decremented by exactly the bytes moved.
+    assert_eq!(fx.statistics(p1).await, s1 - 300);
+    assert_eq!(fx.statistics(p2).await, s2 - 50);
+    assert_statistics_exact(&c).await;
+    assert_accounted(&c, &all, None).await;
+
+    // Idempotent: nothing left to do.
+    let before = digest(&c).await;
+    let r = run(&ctx, Task::Expire).await;
+    assert_eq!(r.get("expired"), 0, "{r:?}");
+    assert_eq!(digest(&c).await, before);
+}
+
+#[tokio::test]
+async fn expire_leaves_rows_without_a_file_name() {
+    // A row with neither `file` nor `file_final_path` cannot be located; it stays for `verify`.
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 0).await;
+    let j = fx.job(p, pl).await;
+    let a = fx.artifact(Art::new(p, j).expire("-1 day")).await;
+    c.execute("UPDATE ci_job_artifacts SET file = NULL WHERE id = $1", &[&a.id]).await.unwrap();
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    let r = run(&ctx, Task::Expire).await;
+    assert_eq!(r.get("expired"), 0);
+    assert_eq!(fx.artifact_locked(a.id).await, Some(0));
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
+}
+
+#[tokio::test]
+async fn unknown_locks_rows_of_locked_pipelines_and_destroys_the_others() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl_locked = fx.pipeline(p, "main", "success", 1).await;
+    let pl_unlocked = fx.pipeline(p, "main", "success", 0).await;
+    let (j1, j2, j3) = (fx.job(p, pl_locked).await, fx.job(p, pl_unlocked).await, fx.job(p, pl_unlocked).await);
+    // j1: pipeline locked.
+    let u_lock_archive = fx.artifact(Art::new(p, j1).expire("-1 day").locked(2).size(1)).await;
+    let u_lock_trace = fx.artifact(Art::new(p, j1).file_type(3).expire("-1 day").locked(2).size(2)).await;
+    let u_lock_future = fx.artifact(Art::new(p, j1).file_type(4).expire("1 day").locked(2).size(4)).await;
+    // j2, j3: pipeline unlocked.
+    let u_destroy = fx.artifact(Art::new(p, j2).expire("-1 day").locked(2).size(70)).await;
+    let u_trace = fx.artifact(Art::new(p, j2).file_type(3).expire("-1 day").locked(2).size(8)).await;
+    let u_never = fx.artifact(Art::new(p, j2).file_type(2).locked(2).size(16)).await;
+    let u_destroy_final = fx.artifact(Art::new(p, j3).expire("-2 days").locked(2).final_path().size(30)).await;
+    let unlocked_expired = fx.artifact(Art::new(p, j3).file_type(2).expire("-2 days").locked(0).size(64)).await;
+    fx.exact_statistics().await;
+    let total = fx.statistics(p).await;
+    let all = vec![
+        u_lock_archive.clone(),
+        u_lock_trace.clone(),
+        u_lock_future.clone(),
+        u_destroy.clone(),
+        u_trace.clone(),
+        u_never.clone(),
+        u_destroy_final.clone(),
+        unlocked_expired.clone(),
+    ];
+
+    let mut config = fixtures::config(&db);
+    config.tasks.unknown.batch_size = 1;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+
+    let before = digest(&c).await;
+    let r = dry_run(&ctx, Task::Unknown).await;
+    assert_eq!(
+        (r.get("would_lock"), r.get("would_remove"), r.get("would_keep_traces")),
+        (2, 2, 1),
+        "{r:?}"
+    );
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+
+    let r = run(&ctx, Task::Unknown).await;
+    assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+    assert_eq!(
+        (r.get("locked"), r.get("removed"), r.get("removed_bytes"), r.get("traces_unlocked")),
+        (2, 2, 100, 1),
+        "{r:?}"
+    );
+    assert_eq!(fx.artifact_locked(u_lock_archive.id).await, Some(1));
+    assert_eq!(fx.artifact_locked(u_lock_trace.id).await, Some(1));
+    assert_eq!(fx.artifact_locked(u_lock_future.id).await, Some(2), "not expired yet: untouched");
+    assert_eq!(fx.artifact_locked(u_destroy.id).await, None);
+    assert_eq!(fx.artifact_locked(u_destroy_final.id).await, None);
+    assert_eq!(fx.artifact_locked(u_trace.id).await, Some(0), "traces stay, unlocked");
+    assert_eq!(fx.artifact_locked(u_never.id).await, Some(2), "NULL expire_at is never touched");
+    assert_eq!(fx.artifact_locked(unlocked_expired.id).await, Some(0), "locked = 0 rows are expire's, not unknown's");
+    for a in [&u_destroy, &u_destroy_final] {
+        let row = queue_row(&c, &a.key).await;
+        assert_eq!(row.get::<_, Option<i64>>("size"), Some(a.size));
+    }
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 2);
+    assert_eq!(fx.statistics(p).await, total - 100);
+    assert_statistics_exact(&c).await;
+    assert_accounted(&c, &all, None).await;
+    assert_eq!(ctx.metrics.unknown_locked.get(), 2);
+    assert_eq!(ctx.metrics.unknown_removed.get(), 2);
+
+    // Nothing left for a second run.
+    let r = run(&ctx, Task::Unknown).await;
+    assert_eq!((r.get("locked"), r.get("removed"), r.get("traces_unlocked")), (0, 0, 0), "{r:?}");
+}
+
+#[tokio::test]
+async fn unknown_respects_max_rows_per_run() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 0).await;
+    let mut arts = Vec::new();
+    for age in ["-5 days", "-4 days", "-3 days", "-2 days", "-1 day"] {
+        let j = fx.job(p, pl).await;
+        arts.push(fx.artifact(Art::new(p, j).expire(age).locked(2).size(10)).await);
+    }
+    fx.exact_statistics().await;
+    let mut config = fixtures::config(&db);
+    config.tasks.unknown.batch_size = 2;
+    config.tasks.unknown.max_rows = 3;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+
+    let r = dry_run(&ctx, Task::Unknown).await;
+    assert_eq!(r.get("would_remove"), 3, "a dry run reports one run's worth: {r:?}");
+    let r = run(&ctx, Task::Unknown).await;
+    assert_eq!(r.get("removed"), 3, "{r:?}");
+    assert_eq!(r.stopped, "max_rows", "{r:?}");
+    // The oldest three went first.
+    let left = fixtures::artifact_ids(&c).await;
+    assert_eq!(left, [arts[3].id, arts[4].id].into_iter().collect());
+    let r = run(&ctx, Task::Unknown).await;
+    assert_eq!(r.get("removed"), 2, "{r:?}");
+    assert!(fixtures::artifact_ids(&c).await.is_empty());
+    assert_statistics_exact(&c).await;
+    assert_accounted(&c, &arts, None).await;
+}
+
+/// Keep-latest per ref. Pipelines are created in id order, interleaving refs.
+#[tokio::test]
+async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each_ref() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let other = fx.project().await;
+    let mut pipelines = Vec::new();
+    let mut artifacts = Vec::new();
+    // (name, project, ref, status, expected locked after the run)
+    let plan: [(&str, i64, &str, &str, i16); 12] = [
+        ("m1", p, "main", "success", 0),
+        ("d1", p, "develop", "failed", 0),
+        ("m2", p, "main", "failed", 0),
+        ("d2", p, "develop", "canceled", 0),
+        ("m3", p, "main", "success", 1),     // newest success of main
+        ("d3", p, "develop", "failed", 1),   // develop has no success: newest finished only
+        ("m4", p, "main", "failed", 1),      // newest finished of main, after its newest success
+        ("f1", p, "feature", "success", 1),  // a lone pipeline
+        ("m5", p, "main", "running", 1),     // not finished: does not count, is not older
+        ("o1", other, "main", "success", 0), // another project's main is a ref of its own
+        ("o2", other, "main", "success", 1),
+        ("m6", p, "main", "pending", 1),
+    ];
+    for (name, project, r, status, expect) in plan {
+        let id = fx.pipeline(project, r, status, 1).await;
+        let job = fx.job(project, id).await;
+        // Each pipeline holds three artifacts: locked, locked, and one of unknown lock status.
+        let arts = vec![
+            fx.artifact(Art::new(project, job).locked(1).expire("1 day")).await,
+            fx.artifact(Art::new(project, job).file_type(2).locked(1).expire("-1 day")).await,
+            fx.artifact(Art::new(project, job).file_type(3).locked(2)).await,
+        ];
+        pipelines.push((name, id, expect));
+        artifacts.push((name, arts, expect));
+    }
+
+    let mut config = fixtures::config(&db);
+    config.tasks.unlock.batch_size = 1;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+
+    let before = digest(&c).await;
+    let r = dry_run(&ctx, Task::Unlock).await;
+    assert_eq!((r.get("would_enqueue"), r.get("would_unlock_artifacts")), (5, 15), "{r:?}");
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+
+    let r = run(&ctx, Task::Unlock).await;
+    assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (5, 5, 15), "{r:?}");
+    for (name, id, expect) in &pipelines {
+        assert_eq!(fx.pipeline_locked(*id).await, *expect, "pipeline {name}");
+    }
+    for (name, arts, expect) in &artifacts {
+        for (i, a) in arts.iter().enumerate() {
+            let want = if *expect == 0 { 0 } else if i == 2 { 2 } else { 1 };
+            assert_eq!(fx.artifact_locked(a.id).await, Some(want), "artifact {i} of pipeline {name}");
+        }
+    }
+    // An unlocked pipeline never keeps a locked artifact; the request queue is drained.
+    let inconsistent = fx
+        .count(
+            "SELECT count(*) FROM ci_pipelines p JOIN ci_builds b ON b.commit_id = p.id JOIN ci_job_artifacts a ON a.job_id = b.id
+             WHERE p.locked = 0 AND a.locked <> 0",
+        )
+        .await;
+    assert_eq!(inconsistent, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_unlock_pipeline_requests").await, 0);
+
+    // Idempotent.
+    let r = run(&ctx, Task::Unlock).await;
+    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (0, 0, 0), "{r:?}");
+
+    // A newer failed pipeline on main: everything older goes (m4, and m5 and m6, which never
+    // finished but are older than the newest finished one), except m3, still the newest success.
+    let m7 = fx.pipeline(p, "main", "failed", 1).await;
+    let r = run(&ctx, Task::Unlock).await;
+    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (3, 3, 9), "{r:?}");
+    let locked_of = |name: &str| pipelines.iter().find(|p| p.0 == name).unwrap().1;
+    for (name, want) in [("m3", 1), ("m4", 0), ("m5", 0), ("m6", 0), ("d3", 1), ("f1", 1), ("o2", 1)] {
+        assert_eq!(fx.pipeline_locked(locked_of(name)).await, want, "pipeline {name} after m7");
+    }
+    assert_eq!(fx.pipeline_locked(m7).await, 1);
+    // A newer success: m3 and m7 go.
+    let m8 = fx.pipeline(p, "main", "success", 1).await;
+    let r = run(&ctx, Task::Unlock).await;
+    assert_eq!(r.get("pipelines_unlocked"), 2, "m3 and m7: {r:?}");
+    assert_eq!(fx.pipeline_locked(locked_of("m3")).await, 0, "m3");
+    assert_eq!(fx.pipeline_locked(m7).await, 0, "m7");
+    assert_eq!(fx.pipeline_locked(m8).await, 1, "m8");
+    assert_eq!(
+        fx.count(
+            "SELECT count(*) FROM ci_pipelines p JOIN ci_builds b ON b.commit_id = p.id JOIN ci_job_artifacts a ON a.job_id = b.id
+             WHERE p.locked = 0 AND a.locked <> 0",
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn unlock_resumes_an_interrupted_drain() {
+    // A drain that stopped after unlocking some artifacts of a queued pipeline: the pipeline is
+    // still locked and queued; the next run finishes it.
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let old = fx.pipeline(p, "main", "success", 1).await;
+    let new = fx.pipeline(p, "main", "success", 1).await;
+    let mut arts = Vec::new();
+    for _ in 0..3 {
+        let j = fx.job(p, old).await;
+        arts.push(fx.artifact(Art::new(p, j).locked(1)).await);
+    }
+    c.execute("INSERT INTO ci_unlock_pipeline_requests (pipeline_id) VALUES ($1)", &[&old]).await.unwrap();
+    c.execute("UPDATE ci_job_artifacts SET locked = 0 WHERE id = $1", &[&arts[0].id]).await.unwrap();
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    let r = run(&ctx, Task::Unlock).await;
+    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (0, 1, 2), "{r:?}");
+    assert_eq!(fx.pipeline_locked(old).await, 0);
+    assert_eq!(fx.pipeline_locked(new).await, 1);
+    for a in &arts {
+        assert_eq!(fx.artifact_locked(a.id).await, Some(0));
+    }
+}
+
+async fn delete_objects(backend: Backend) {
+    let db = TestDb::migrated().await;
+    let remote = TestStore::new(backend);
+    let local = TestStore::new(Backend::Local);
+    let stores = fixtures::stores(&remote.store, &local.store);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 0).await;
+
+    // Ready, object present, nothing references it.
+    let mut gone = Vec::new();
+    for i in 0..4 {
+        let key = layout::hashed_key(p, chrono::Utc::now(), 900_000 + i, 800_000 + i, "artifacts.zip");
+        put(&remote.store, &key).await;
+        fx.queue(2, &key, "-1 hour").await;
+        gone.push(key);
+    }
+    // A local-store object; the same key on the remote store is another object and stays.
+    let local_key = layout::final_key(p, &fixtures::upload_id());
+    put(&local.store, &local_key).await;
+    put(&remote.store, &local_key).await;
+    fx.queue(1, &local_key, "-1 hour").await;
+    // Ready, object already gone: "not found" counts as deleted.
+    let missing = layout::final_key(p, &fixtures::upload_id());
+    fx.queue(2, &missing, "-5 minutes").await;
+    // Ready, but live artifact rows reference the keys (hashed and @final layouts).
+    let j1 = fx.job(p, pl).await;
+    let live_hashed = fx.artifact(Art::new(p, j1)).await;
+    let live_final = fx.artifact(Art::new(p, j1).file_type(2).final_path()).await;
+    for a in [&live_hashed, &live_final] {
+        put(&remote.store, &a.key).await;
+        fx.queue(2, &a.key, "-1 hour").await;
+    }
+    // Not ready yet.
+    let future = layout::final_key(p, &fixtures::upload_id());
+    put(&remote.store, &future).await;
+    let future_id = fx.queue(2, &future, "1 hour").await;
+
+    let mut config = fixtures::config(&db);
+    config.tasks.delete_objects.batch_size = 3;
+    let ctx = fixtures::context(config, stores.clone()).await;
+
+    let before = digest(&c).await;
+    let r = dry_run(&ctx, Task::DeleteObjects).await;
+    assert_eq!((r.get("would_delete"), r.get("queued")), (8, 9), "{r:?}");
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+    assert!(exists(&remote.store, &gone[0]).await, "a dry run deleted an object");
+
+    let r = run(&ctx, Task::DeleteObjects).await;
+    assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+    assert_eq!((r.get("deleted"), r.get("kept_referenced"), r.get("failed")), (6, 2, 0), "{r:?}");
+
+    for key in &gone {
+        assert!(!exists(&remote.store, key).await, "{key} should be deleted");
+    }
+    assert!(!exists(&local.store, &local_key).await, "the local object should be deleted");
+    assert!(exists(&remote.store, &local_key).await, "a file_store = 1 row deleted from the remote store");
+    // Guarantee 1.
+    assert!(exists(&remote.store, &live_hashed.key).await, "referenced (hashed) object deleted");
+    assert!(exists(&remote.store, &live_final.key).await, "referenced (@final) object deleted");
+    assert!(exists(&remote.store, &future).await, "an object not ready yet was deleted");
+    // Only the row not ready yet is left, untouched.
+    let left: Vec<(i64, i32)> =
+        c.query("SELECT id, attempts FROM ci_deleted_objects", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(left, vec![(future_id, 0)]);
+    let pick_in: f64 = c
+        .query_one("SELECT extract(epoch FROM pick_up_at - now())::float8 FROM ci_deleted_objects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(pick_in > 3000.0 && pick_in <= 3600.0, "pick_up_at changed: {pick_in}s from now");
+    // The artifacts whose objects were kept are still rows.
+    assert_eq!(fixtures::artifact_ids(&c).await, [live_hashed.id, live_final.id].into_iter().collect());
+    assert_eq!(ctx.metrics.objects_deleted.with_label_values(&["0-1h"]).get(), 6);
+}
+
+#[tokio::test]
+async fn delete_objects_on_local_disk() {
+    delete_objects(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn delete_objects_on_s3() {
+    delete_objects(Backend::S3).await;
+}
+
+async fn stale_uploads(backend: Backend) {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(backend);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 0).await;
+    let j = fx.job(p, pl).await;
+    let key = || layout::final_key(p, &fixtures::upload_id());
+    let (stale, fresh, stale_missing) = (key(), key(), key());
+    for k in [&stale, &fresh] {
+        put(&t.store, k).await;
+    }
+    fx.pending_upload(&stale, "4 hours").await;
+    fx.pending_upload(&fresh, "10 minutes").await;
+    fx.pending_upload(&stale_missing, "2 days").await;
+    // A stale entry whose upload became an artifact after all.
+    let saved = fx.artifact(Art::new(p, j).final_path()).await;
+    put(&t.store, &saved.key).await;
+    fx.pending_upload(&saved.key, "5 hours").await;
+    // An object nobody mentions is not stale-uploads' business.
+    let other = key();
+    put(&t.store, &other).await;
+
+    let mut config = fixtures::config(&db);
+    config.tasks.stale_uploads.batch_size = 2;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+    let before = digest(&c).await;
+    let r = dry_run(&ctx, Task::StaleUploads).await;
+    assert_eq!(r.get("would_delete"), 3, "{r:?}");
+    assert_eq!(digest(&c).await, before);
+
+    let r = run(&ctx, Task::StaleUploads).await;
+    assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+    assert_eq!((r.get("deleted"), r.get("failed")), (3, 0), "{r:?}");
+    let left: Vec<String> =
+        c.query("SELECT object_key FROM pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(left, vec![fresh.clone()]);
+    assert!(!exists(&t.store, &stale).await, "the stale upload's object should be deleted");
+    assert!(exists(&t.store, &fresh).await, "a fresh upload was deleted");
+    assert!(exists(&t.store, &saved.key).await, "an upload an artifact references was deleted (guarantee 1)");
+    assert!(exists(&t.store, &other).await);
+    assert_eq!(fixtures::artifact_ids(&c).await, [saved.id].into_iter().collect());
+}
+
+#[tokio::test]
+async fn stale_uploads_on_local_disk() {
+    stale_uploads(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn stale_uploads_on_s3() {
+    stale_uploads(Backend::S3).await;
+}
+
+/// The whole pipeline in SPEC order, twice, on one dataset: every artifact ends up accounted
+/// for, objects of destroyed rows gone, objects of live rows kept.
+#[tokio::test]
+async fn the_pipeline_end_to_end_accounts_for_every_artifact() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let mut all = Vec::new();
+    let old = fx.pipeline(p, "main", "success", 1).await;
+    let new = fx.pipeline(p, "main", "success", 1).await;
+    let stale_unknown = fx.pipeline(p, "old", "success", 0).await;
+    for (pl, locked) in [(old, 1i16), (new, 1), (stale_unknown, 2)] {
+        let j = fx.job(p, pl).await;
+        all.push(fx.artifact(Art::new(p, j).expire("-1 day").locked(locked).size(10)).await);
+        all.push(fx.artifact(Art::new(p, j).file_type(2).expire("-1 day").locked(locked).final_path().size(20)).await);
+        all.push(fx.artifact(Art::new(p, j).file_type(3).expire("-1 day").locked(locked).size(40)).await);
+        all.push(fx.artifact(Art::new(p, j).file_type(4).locked(locked).size(80)).await);
+    }
+    for a in &all {
+        put(&t.store, &a.key).await;
+    }
+    fx.exact_statistics().await;
+    let stores = fixtures::stores(&t.store, &t.store);
+    let ctx = fixtures::context(fixtures::config(&db), stores.clone()).await;
+    for _ in 0..2 {
+        for task in Task::ALL {
+            run(&ctx, task).await;
+            assert_accounted(&c, &all, Some(&stores)).await;
+            assert_statistics_exact(&c).await;
+        }
+    }
+    // `old` was unlocked and its expired non-trace rows destroyed; `stale_unknown`'s unknown
+    // expired non-trace rows destroyed; traces and never-expiring rows stay; `new` is kept.
+    let ids = fixtures::artifact_ids(&c).await;
+    let kept: Vec<usize> = (0..all.len()).filter(|&i| ids.contains(&all[i].id)).collect();
+    assert_eq!(kept, vec![2, 3, 4, 5, 6, 7, 10, 11]);
+    for (i, a) in all.iter().enumerate() {
+        assert_eq!(exists(&t.store, &a.key).await, kept.contains(&i), "object of artifact {i}");
+    }
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
+    assert_eq!(fx.statistics(p).await, 3 * 40 + 3 * 80 + 10 + 20);
+}
+
+/// GitLab's refs are `refs/heads/X` and `refs/tags/X`: a branch and a tag of the same name are
+/// two refs, each keeping its own newest pipelines.
+#[tokio::test]
+async fn unlock_treats_a_branch_and_a_tag_of_the_same_name_as_different_refs() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let branch_old = fx.pipeline(p, "v1.0", "success", 1).await;
+    let branch_new = fx.pipeline(p, "v1.0", "success", 1).await;
+    let tag = fx.pipeline(p, "v1.0", "success", 1).await;
+    c.execute("UPDATE ci_pipelines SET tag = true WHERE id = $1", &[&tag]).await.unwrap();
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    let r = run(&ctx, Task::Unlock).await;
+    assert_eq!(fx.pipeline_locked(branch_old).await, 0, "older branch pipeline: {r:?}");
+    assert_eq!(fx.pipeline_locked(tag).await, 1, "the only pipeline of the tag");
+    assert_eq!(fx.pipeline_locked(branch_new).await, 1, "the newest pipeline of the branch v1.0 (the tag v1.0 is another ref)");
+}
+
+/// Unknown rows whose job or pipeline no longer exists are not protected by any lock: they are
+/// destroyed like expired rows (GitLab's behaviour).
+#[tokio::test]
+async fn unknown_destroys_rows_whose_job_or_pipeline_is_missing() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let no_job = fx.artifact(Art::new(p, 987_654).expire("-1 day").locked(2).size(5)).await;
+    let pl = fx.pipeline(p, "main", "success", 1).await;
+    let j = fx.job(p, pl).await;
+    c.execute("DELETE FROM ci_pipelines WHERE id = $1", &[&pl]).await.unwrap();
+    let no_pipeline = fx.artifact(Art::new(p, j).expire("-1 day").locked(2).size(7)).await;
+    fx.exact_statistics().await;
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    let r = run(&ctx, Task::Unknown).await;
+    assert_eq!((r.get("removed"), r.get("removed_bytes"), r.get("locked")), (2, 12, 0), "{r:?}");
+    assert_accounted(&c, &[no_job.clone(), no_pipeline.clone()], None).await;
+    assert!(fixtures::artifact_ids(&c).await.is_empty());
+    assert_statistics_exact(&c).await;
+}
+
+/// Guarantee 7: a queued key with `..` or empty segments is never sent to the store; the row
+/// stays with its error and does not hold up the others.
+#[tokio::test]
+async fn delete_objects_refuses_keys_with_dot_dot_or_empty_segments() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    // What a `..` key would resolve to.
+    let victim = format!("{}/victim/artifacts.zip", layout::project_dir(p));
+    put(&t.store, &victim).await;
+    let dotdot = format!("{}/@final/aa/../../victim/artifacts.zip", layout::project_dir(p));
+    let empty = format!("{}//victim/artifacts.zip", layout::project_dir(p));
+    for k in [&dotdot, &empty] {
+        let (dir, file) = layout::split_dir_file(k);
+        c.execute("INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file) VALUES (2, now() - interval '1 hour', $1, $2)", &[&dir, &file])
+            .await
+            .unwrap();
+    }
+    let good = layout::final_key(p, &fixtures::upload_id());
+    put(&t.store, &good).await;
+    fx.queue(2, &good, "-1 minute").await;
+    let mut config = fixtures::config(&db);
+    config.tasks.delete_objects.batch_size = 2;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+    let r = run(&ctx, Task::DeleteObjects).await;
+    assert_eq!((r.get("deleted"), r.get("failed")), (1, 2), "{r:?}");
+    assert_eq!(r.outcome, Outcome::Partial);
+    assert!(exists(&t.store, &victim).await, "a bad key deleted another object");
+    assert!(!exists(&t.store, &good).await);
+    let rows: Vec<(i32, Option<String>)> = c
+        .query("SELECT attempts, last_error FROM ci_deleted_objects ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for ((attempts, err), key) in rows.iter().zip([&dotdot, &empty]) {
+        assert_eq!(*attempts, 1);
+        let err = err.clone().unwrap_or_default();
+        assert!(err.contains(key.as_str()), "the error names the key: {err}");
+    }
+}
+
+/// Entries that cannot be deleted (a malformed key here) must not keep stale-uploads from the
+/// valid entries behind them, run after run.
+#[tokio::test]
+async fn stale_uploads_are_not_blocked_by_entries_that_cannot_be_deleted() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let dir = layout::project_dir(p);
+    fx.pending_upload(&format!("{dir}/@final/aa//bad-one"), "10 hours").await;
+    fx.pending_upload(&format!("{dir}/@final/aa/../bad-two"), "10 hours").await;
+    let good = layout::final_key(p, &fixtures::upload_id());
+    put(&t.store, &good).await;
+    fx.pending_upload(&good, "5 hours").await;
+    let mut config = fixtures::config(&db);
+    config.tasks.stale_uploads.batch_size = 2;
+    let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+    for _ in 0..3 {
+        run(&ctx, Task::StaleUploads).await;
+    }
+    assert!(!exists(&t.store, &good).await, "a valid stale upload was never deleted");
+    let left: i64 = fx.count("SELECT count(*) FROM pending_direct_uploads").await;
+    assert_eq!(left, 2, "only the two malformed entries stay");
+}
+
+/// Each task run holds its advisory lock: while one run of a task is busy, another run of the
+/// same task (another worker) is skipped, and runs once the first is done.
+#[tokio::test]
+async fn a_second_run_of_a_task_is_skipped_while_the_first_holds_its_lock() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let old = fx.pipeline(p, "main", "success", 1).await;
+    let _new = fx.pipeline(p, "main", "success", 1).await;
+    let j = fx.job(p, old).await;
+    let a = fx.artifact(Art::new(p, j).locked(1)).await;
+    let expiring = fx.artifact(Art::new(p, j).file_type(2).locked(0).expire("-1 day")).await;
+    fx.exact_statistics().await;
+
+    let ctx1 = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    let ctx2 = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    let mut blocker = db.client().await;
+    for (task, lock_sql, id) in [
+        (Task::Unlock, "SELECT 1 FROM ci_job_artifacts WHERE id = $1 FOR UPDATE", a.id),
+        (Task::Expire, "SELECT 1 FROM project_statistics WHERE project_id = $1 FOR UPDATE", p),
+    ] {
+        // Hold a row the first run must write, so that it stays busy with its lock held.
+        let tx = blocker.transaction().await.unwrap();
+        tx.execute(lock_sql, &[&id]).await.unwrap();
+        let first = {
+            let ctx = ctx1.clone();
+            tokio::spawn(async move { housekeep::tasks::run(&ctx, task, Default::default()).await })
+        };
+        let t0 = std::time::Instant::now();
+        while fx
+            .count(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
+                 AND wait_event_type = 'Lock'",
+            )
+            .await
+            == 0
+        {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{task} never blocked");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let second = run(&ctx2, task).await;
+        assert_eq!(second.outcome, Outcome::Skipped, "{task}: {second:?}");
+        assert_eq!(second.stopped, "locked");
+        assert_eq!(ctx2.metrics.task_runs.with_label_values(&[task.name(), "skipped"]).get(), 1);
+        tx.commit().await.unwrap();
+        let r = first.await.unwrap().unwrap();
+        assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+        match task {
+            Task::Unlock => assert_eq!(r.get("pipelines_unlocked"), 1, "{r:?}"),
+            _ => assert_eq!(r.get("expired"), 1, "{r:?}"),
+        }
+        // Once the first run is over, the other worker runs.
+        let third = run(&ctx2, task).await;
+        assert_eq!(third.outcome, Outcome::Success, "{third:?}");
+    }
+    assert_eq!(fx.artifact_locked(expiring.id).await, None);
+    assert_statistics_exact(&c).await;
+}
+
+/// One structured audit record (JSON) per destroyed row and per deleted object, with the run
+/// id, task, action, ids, key, size and reason.
+#[tokio::test]
+async fn every_destroyed_row_and_deleted_object_leaves_one_audit_record() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 0).await;
+    let mut expirable = Vec::new();
+    for i in 0..3 {
+        let j = fx.job(p, pl).await;
+        let a = fx.artifact(Art::new(p, j).expire("-2 days").size(10 + i)).await;
+        put(&t.store, &a.key).await;
+        expirable.push(a);
+    }
+    let j = fx.job(p, pl).await;
+    fx.artifact(Art::new(p, j).size(1)).await;
+    fx.exact_statistics().await;
+
+    let audit = |task: &str| -> (Vec<serde_json::Value>, String) {
+        let o = common::run(
+            common::housekeep()
+                .args(["run", task])
+                .env("HOUSEKEEP_DATABASE_URL", &db.url)
+                .env("HOUSEKEEP_STORE_URL", &t.url)
+                .env("HOUSEKEEP_LOG_FORMAT", "json"),
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let records = common::stderr(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "housekeep::audit")
+            .collect();
+        (records, common::stdout(&o))
+    };
+    let (records, out) = audit("expire");
+    assert!(out.contains("expired=3"), "{out}");
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let mut keys: Vec<&str> = records.iter().map(|r| r["key"].as_str().unwrap_or_default()).collect();
+    keys.sort();
+    let mut want: Vec<&str> = expirable.iter().map(|a| a.key.as_str()).collect();
+    want.sort();
+    assert_eq!(keys, want);
+    for r in &records {
+        assert_eq!(r["task"], "expire", "{r}");
+        assert_eq!(r["action"], "expired", "{r}");
+        assert!(r["run_id"].as_i64().is_some() && r["timestamp"].is_string() && r["reason"].is_string(), "{r}");
+        let a = expirable.iter().find(|a| a.key == r["key"].as_str().unwrap()).unwrap();
+        assert_eq!(r["artifact_id"].as_i64(), Some(a.id), "{r}");
+        assert_eq!(r["size"].as_i64(), Some(a.size), "{r}");
+    }
+    let (records, out) = audit("delete-objects");
+    assert!(out.contains("deleted=3"), "{out}");
+    assert_eq!(records.len(), 3, "{records:#?}");
+    for r in &records {
+        assert_eq!((r["task"].as_str(), r["action"].as_str()), (Some("delete-objects"), Some("deleted")), "{r}");
+        assert!(r["object_id"].as_i64().is_some() && r["size"].as_i64().is_some(), "{r}");
+        assert!(want.iter().any(|k| r["key"].as_str().unwrap_or_default().ends_with(k)), "{r}");
+    }
+}
+
+/// `housekeep expedite` makes every queued object ready (future and backed-off rows included)
+/// and drains the queue; `--dry-run` only counts. Partial failures exit 3.
+#[tokio::test]
+async fn expedite_drains_the_whole_queue_and_failures_exit_3() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let mut keys = Vec::new();
+    for pick in ["-1 hour", "30 minutes", "1 day"] {
+        let k = layout::final_key(p, &fixtures::upload_id());
+        put(&t.store, &k).await;
+        fx.queue(2, &k, pick).await;
+        keys.push(k);
+    }
+    c.execute("UPDATE ci_deleted_objects SET attempts = 3, last_error = 'earlier failure' WHERE pick_up_at > now() + interval '1 hour'", &[])
+        .await
+        .unwrap();
+    let hk = |args: &[&str]| {
+        common::run(
+            common::housekeep()
+                .args(args)
+                .env("HOUSEKEEP_DATABASE_URL", &db.url)
+                .env("HOUSEKEEP_STORE_URL", &t.url)
+                .env("HOUSEKEEP_LOG", "warn"),
+        )
+    };
+    let o = hk(&["expedite", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert!(common::stdout(&o).contains("would delete 3 queued objects (30 bytes)"), "{}", common::stdout(&o));
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects WHERE pick_up_at > now()").await, 2);
+    let o = hk(&["expedite"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert!(common::stdout(&o).contains("deleted=3"), "{}", common::stdout(&o));
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
+    for k in &keys {
+        assert!(!exists(&t.store, k).await);
+    }
+
+    // A row that cannot be deleted: `run delete-objects` and `worker --once` exit 3.
+    c.execute(
+        "INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file) VALUES (2, now() - interval '1 minute', 'a/../b', 'c')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let o = hk(&["run", "delete-objects"]);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", common::stdout(&o), common::stderr(&o));
+    assert!(common::stdout(&o).contains("failed=1"), "{}", common::stdout(&o));
+    c.execute("UPDATE ci_deleted_objects SET pick_up_at = now() - interval '1 second'", &[]).await.unwrap();
+    let o = hk(&["worker", "--once"]);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", common::stdout(&o), common::stderr(&o));
+    assert_eq!(common::stdout(&o).lines().count(), 5, "{}", common::stdout(&o));
+}
