@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of list-orphans (docs/BENCHMARKS.md): throughput against a bare listing of the same
 # store, and peak memory at two sizes. Starts its own PostgreSQL and moto; cleans up at the end.
-#   scripts/bench-orphans.sh [LOCAL_OBJECTS [S3_OBJECTS]]     (defaults 1000000 200000)
+#   scripts/bench-orphans.sh [LOCAL_OBJECTS [S3_OBJECTS]]     (defaults 1000000 200000; 0 skips S3)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -74,6 +74,7 @@ PY
   local rss lines
   rss=$(awk -F': ' '/Maximum resident/ {print int($2/1024)}' "$WORK/time-$db.txt")
   lines=$(wc -l <"$WORK/orphans-$db.csv")
+  echo "local | $n | bare $bare s | ours $ours s | $rss MB" >&2
   results+=("local | $n | $(rate "$bare" "$n") | $(rate "$ours" "$n") | $(python3 -c "print(f'{$bare/$ours:.2f}')") | $rss MB | $lines")
   rm -rf "$dir"
 }
@@ -111,7 +112,7 @@ PY
 
 bench_local 100000
 bench_local "$LOCAL_N"
-bench_s3 "$S3_N"
+[ "$S3_N" -gt 0 ] && bench_s3 "$S3_N"
 
 echo
 echo "| store | objects | bare listing (objects/s) | list-orphans (objects/s) | ratio | peak RSS | orphans listed |"
