@@ -276,8 +276,9 @@ async fn delete_batch(store: &Store, candidates: Vec<Candidate>, concurrency: us
 }
 
 fn record(out: &mut Output, deleted: &[Candidate], summary: &mut DeleteSummary) -> Result<()> {
+    let mut csv = manifest::CsvLines::default();
     for c in deleted {
-        out.append(&manifest::csv_line(&[&c.key, &c.size.to_string(), c.version.as_deref().unwrap_or("")]))?;
+        out.append(&csv.line(&[&c.key, &c.size.to_string(), c.version.as_deref().unwrap_or("")]))?;
         summary.deleted += 1;
         summary.deleted_bytes += c.size;
     }

@@ -175,6 +175,7 @@ pub async fn list_orphans(
     };
 
     let mut last_commit = std::time::Instant::now();
+    let mut csv = manifest::CsvLines::default();
     while let Some(msg) = rx.recv().await {
         let (dir_index, page, dir_done) = msg?;
         let mut finals: Vec<(String, String, u64)> = Vec::new(); // (full key, relative key, size)
@@ -193,7 +194,7 @@ pub async fn list_orphans(
         let orphans = super::unreferenced(client, &rels).await?;
         for (full, rel, size) in &finals {
             if orphans.contains(rel) {
-                out.append(&manifest::csv_line(&[full, &size.to_string()]))?;
+                out.append(&csv.line(&[full, &size.to_string()]))?;
                 progress.summary.orphans += 1;
                 progress.summary.bytes += size;
             }
@@ -239,25 +240,29 @@ fn list_dir(store: &Store, dir: &str, after: Option<&str>) -> futures::stream::B
 /// A sorted walk of `root/dir` that only descends into `@final` below project directories, run
 /// on a blocking thread and streamed through a small channel.
 fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
-    let (tx, rx) = mpsc::channel::<Result<ObjectMeta>>(256);
+    // Objects travel in chunks: one wake-up of the async side per chunk, not per object.
+    const CHUNK: usize = 512;
+    let (tx, rx) = mpsc::channel::<Vec<Result<ObjectMeta>>>(4);
     tokio::task::spawn_blocking(move || {
+        let mut chunk: Vec<Result<ObjectMeta>> = Vec::with_capacity(CHUNK);
         let start = if dir.is_empty() { (root.clone(), String::new(), 0) } else { (root.join(&dir), dir.clone(), 1) };
         let mut stack: Vec<(PathBuf, String, usize)> = vec![start];
         while let Some((path, key, depth)) = stack.pop() {
-            let mut entries: Vec<(String, std::fs::FileType)> = match std::fs::read_dir(&path) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| Some((e.file_name().into_string().ok()?, e.file_type().ok()?)))
-                    .collect(),
+            let rd = match std::fs::read_dir(&path) {
+                Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Error::Store(format!("{}: {e}", path.display()))));
+                    chunk.push(Err(Error::Store(format!("{}: {e}", path.display()))));
+                    let _ = tx.blocking_send(chunk);
                     return;
                 }
             };
+            let mut entries: Vec<(String, std::fs::DirEntry)> =
+                rd.filter_map(|e| e.ok()).filter_map(|e| Some((e.file_name().into_string().ok()?, e))).collect();
             entries.sort_by(|a, b| b.0.cmp(&a.0)); // reversed: the stack pops the smallest first
             let mut files = Vec::new();
-            for (name, ft) in entries {
+            for (name, entry) in entries {
+                let Ok(ft) = entry.file_type() else { continue };
                 let child_key = if key.is_empty() { name.clone() } else { format!("{key}/{name}") };
                 if ft.is_dir() {
                     // P = d1/d2/H; under H only @final holds direct uploads.
@@ -270,43 +275,41 @@ fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::s
                             continue;
                         }
                     }
-                    stack.push((path.join(&name), child_key, depth + 1));
+                    stack.push((entry.path(), child_key, depth + 1));
                 } else if ft.is_file() {
                     if after.as_deref().is_some_and(|a| key_cmp(&child_key, a) != Ordering::Greater) {
                         continue;
                     }
-                    files.push((name, child_key));
+                    files.push((entry, child_key));
                 }
             }
-            // Files of this directory come before its subdirectories' contents only when they
-            // sort first; with the layout, a directory holds either files or directories.
+            // With the layout, a directory holds either files or directories, so emitting a
+            // directory's files when it is visited keeps the key order.
             files.reverse();
-            for (name, child_key) in files {
-                let meta = match std::fs::metadata(path.join(&name)) {
+            for (entry, child_key) in files {
+                let meta = match entry.metadata() {
                     Ok(m) => m,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Error::Store(format!("{}: {e}", path.join(&name).display()))));
+                        chunk.push(Err(Error::Store(format!("{}: {e}", entry.path().display()))));
+                        let _ = tx.blocking_send(chunk);
                         return;
                     }
                 };
-                let location = match object_store::path::Path::parse(&child_key) {
-                    Ok(l) => l,
-                    Err(_) => continue,
-                };
+                let Ok(location) = object_store::path::Path::parse(&child_key) else { continue };
                 let last_modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
-                let m = ObjectMeta { location, last_modified, size: meta.len(), e_tag: None, version: None };
-                if tx.blocking_send(Ok(m)).is_err() {
+                chunk.push(Ok(ObjectMeta { location, last_modified, size: meta.len(), e_tag: None, version: None }));
+                if chunk.len() == CHUNK && tx.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
                     return;
                 }
             }
         }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(chunk);
+        }
     });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> futures::stream::BoxStream<'static, T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    let mut rx = rx;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).flat_map(futures::stream::iter).boxed()
 }
 
 #[cfg(test)]

@@ -95,11 +95,48 @@ impl Output {
     }
 }
 
+/// CSV records (RFC 4180 quoting), one line at a time, through one reused writer.
+pub struct CsvLines {
+    w: csv::Writer<Sink>,
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// Where the reused writer puts its bytes until they are taken.
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Default for CsvLines {
+    fn default() -> Self {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Sink(buf.clone()));
+        CsvLines { w, buf }
+    }
+}
+
+impl CsvLines {
+    /// The record as bytes, with a trailing newline.
+    pub fn line(&mut self, fields: &[&str]) -> Vec<u8> {
+        let _ = self.w.write_record(fields);
+        let _ = self.w.flush();
+        self.buf.lock().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default()
+    }
+}
+
 /// One CSV record (RFC 4180 quoting), with a trailing newline.
 pub fn csv_line(fields: &[&str]) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new().has_headers(false).terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
-    let _ = w.write_record(fields);
-    w.into_inner().unwrap_or_default()
+    CsvLines::default().line(fields)
 }
 
 #[cfg(test)]
@@ -126,6 +163,9 @@ mod tests {
     fn csv_lines_quote_as_rfc4180() {
         assert_eq!(csv_line(&["a/b", "1"]), b"a/b,1\n");
         assert_eq!(csv_line(&["a,\"b\"", "1"]), b"\"a,\"\"b\"\"\",1\n");
+        let mut lines = CsvLines::default();
+        assert_eq!(lines.line(&["x", "1"]), b"x,1\n");
+        assert_eq!(lines.line(&["y,z", "2"]), b"\"y,z\",2\n");
     }
 
     #[test]

@@ -17,15 +17,15 @@ pub async fn unreferenced(client: &tokio_postgres::Client, keys: &[&str]) -> Res
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
+    // ci_deleted_objects holds keys split in directory and file name; split them here once.
+    let (dirs, files): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| crate::store::layout::split_dir_file(k)).unzip();
     let rows = client
         .query(
-            "SELECT k FROM unnest($1::text[]) AS k
-             WHERE NOT EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = k)
-               AND NOT EXISTS (SELECT 1 FROM pending_direct_uploads u WHERE u.object_key = k)
-               AND NOT EXISTS (SELECT 1 FROM ci_deleted_objects d
-                               WHERE d.file = regexp_replace(k, '^.*/', '')
-                                 AND d.store_dir = regexp_replace(k, '/[^/]*$', ''))",
-            &[&keys],
+            "SELECT x.k FROM unnest($1::text[], $2::text[], $3::text[]) AS x(k, d, f)
+             WHERE NOT EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = x.k)
+               AND NOT EXISTS (SELECT 1 FROM pending_direct_uploads u WHERE u.object_key = x.k)
+               AND NOT EXISTS (SELECT 1 FROM ci_deleted_objects o WHERE o.file = x.f AND o.store_dir = x.d)",
+            &[&keys, &dirs, &files],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
