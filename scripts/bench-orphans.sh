@@ -38,7 +38,7 @@ CREATE TABLE bench_keys AS
   FROM (SELECT i, encode(sha256(('upload-' || i)::bytea), 'hex') AS u FROM generate_series(1, $n) i) s;
 INSERT INTO ci_job_artifacts (project_id, job_id, file_type, file_store, file, file_final_path, size)
   SELECT i % 1000 + 1, i, 1, 2, 'artifacts.zip', k, 16 FROM bench_keys WHERE i % 2 = 0;
-ANALYZE;
+VACUUM ANALYZE;
 \copy (SELECT k FROM bench_keys ORDER BY i) TO '$WORK/keys-$db.txt'
 SQL
 }
@@ -67,6 +67,7 @@ PY
   find "$dir" -type f -printf '%s\n' >/dev/null
   local t0 t1 bare ours
   t0=$(date +%s.%N); find "$dir" -type f -printf '%p %s\n' | wc -l >/dev/null; t1=$(date +%s.%N)
+  /usr/bin/time -f "find: user %U s, system %S s" find "$dir" -type f -printf '%p %s\n' >/dev/null
   bare=$(python3 -c "print($t1-$t0)")
   /usr/bin/time -v -o "$WORK/time-$db.txt" env HOUSEKEEP_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$db" \
     HOUSEKEEP_STORE_URL="file://$dir" "$HK" list-orphans --min-age 1h --filename "$WORK/orphans-$db.csv" >/dev/null
@@ -74,7 +75,7 @@ PY
   local rss lines
   rss=$(awk -F': ' '/Maximum resident/ {print int($2/1024)}' "$WORK/time-$db.txt")
   lines=$(wc -l <"$WORK/orphans-$db.csv")
-  echo "local | $n | bare $bare s | ours $ours s | $rss MB" >&2
+  echo "local | $n | bare $bare s | ours $ours s | $rss MB | $(grep -E 'User time|System time|Percent of CPU' "$WORK/time-$db.txt" | tr -s ' \t\n' ' ')" >&2
   results+=("local | $n | $(rate "$bare" "$n") | $(rate "$ours" "$n") | $(python3 -c "print(f'{$bare/$ours:.2f}')") | $rss MB | $lines")
   rm -rf "$dir"
 }

@@ -176,35 +176,47 @@ pub async fn list_orphans(
 
     let mut last_commit = std::time::Instant::now();
     let mut csv = manifest::CsvLines::default();
-    while let Some(msg) = rx.recv().await {
-        let (dir_index, page, dir_done) = msg?;
-        let mut finals: Vec<(String, String, u64)> = Vec::new(); // (full key, relative key, size)
-        for meta in &page {
-            let full = meta.location.to_string();
-            let Some(rel) = store.relative(&full) else { continue };
-            if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
-                continue;
+    // Pages are parsed and checked against the database two at a time (queries pipeline on the
+    // connection); results come back in listing order.
+    let checked = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .map(|msg| async move {
+            let (dir_index, page, dir_done) = msg?;
+            let mut scanned = 0u64;
+            let mut finals: Vec<(String, String, u64)> = Vec::new(); // (full key, relative key, size)
+            for meta in &page {
+                let full = meta.location.to_string();
+                let Some(rel) = store.relative(&full) else { continue };
+                if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
+                    continue;
+                }
+                scanned += 1;
+                if meta.last_modified < cutoff {
+                    let rel = rel.to_string();
+                    finals.push((full, rel, meta.size));
+                }
             }
-            progress.summary.scanned += 1;
-            if meta.last_modified < cutoff {
-                finals.push((full.clone(), rel.to_string(), meta.size));
-            }
-        }
-        let rels: Vec<&str> = finals.iter().map(|(_, r, _)| r.as_str()).collect();
-        let orphans = super::unreferenced(client, &rels).await?;
-        for (full, rel, size) in &finals {
-            if orphans.contains(rel) {
-                out.append(&csv.line(&[full, &size.to_string()]))?;
-                progress.summary.orphans += 1;
-                progress.summary.bytes += size;
-            }
+            let rels: Vec<&str> = finals.iter().map(|(_, r, _)| r.as_str()).collect();
+            let orphans = super::unreferenced(client, &rels).await?;
+            finals.retain(|(_, rel, _)| orphans.contains(rel));
+            let last = page.last().map(|m| m.location.to_string());
+            Ok::<_, Error>((dir_index, dir_done, last, scanned, finals))
+        })
+        .buffered(2);
+    futures::pin_mut!(checked);
+    while let Some(result) = checked.next().await {
+        let (dir_index, dir_done, last, scanned, orphans) = result?;
+        progress.summary.scanned += scanned;
+        for (full, _, size) in &orphans {
+            out.append(&csv.line(&[full, &size.to_string()]))?;
+            progress.summary.orphans += 1;
+            progress.summary.bytes += size;
         }
         if dir_done {
             progress.dir_index = dir_index + 1;
             progress.after = None;
         } else {
             progress.dir_index = dir_index;
-            progress.after = page.last().map(|m| m.location.to_string());
+            progress.after = last;
         }
         // Commit (fsync FILE, then the progress) at most every COMMIT_EVERY: each commit costs
         // three fsyncs, and a resume only redoes the pages since the last one.
