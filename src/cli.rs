@@ -207,7 +207,7 @@ fn flag_overrides(g: &GlobalArgs, command: &Command) -> Vec<FlagOverride> {
 /// Load the configuration, start logging and run the command.
 pub fn run(cli: Cli) -> Result<()> {
     let loaded = config::load(cli.global.config.as_deref(), &flag_overrides(&cli.global, &cli.command))?;
-    crate::logging::init(loaded.config.log_format);
+    let _log_guard = crate::logging::init(loaded.config.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
