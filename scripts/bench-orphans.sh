@@ -14,15 +14,7 @@ ensure_moto
 cargo build --release --quiet
 HK="$ROOT/target/release/housekeep"
 
-WORK=$(mktemp -d /var/tmp/housekeep-bench.XXXXXX)
-chmod 755 "$WORK"
-PG_PORT=$(free_port); S3_PORT=$(free_port); MOTO_PID=""
-cleanup() { stop_postgres "$WORK/pg"; [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-start_postgres "$WORK/pg" "$PG_PORT"
-start_moto "$S3_PORT" "$WORK/moto.log"
-create_bucket "$S3_PORT" bench
-export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+start_servers /var/tmp/housekeep-bench bench
 export HOUSEKEEP_LOG=warn
 PSQL=("$(pg_bindir)/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres)
 

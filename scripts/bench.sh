@@ -50,27 +50,7 @@ else
 fi
 PY="$ROOT/.venv/bin/python"
 
-WORK=$(mktemp -d /tmp/housekeep-bench.XXXXXX)
-chmod 755 "$WORK"
-PG_PORT=$(free_port)
-S3_PORT=$(free_port)
-MOTO_PID=""
-cleanup() {
-  stop_postgres "$WORK/pg"
-  [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-start_postgres "$WORK/pg" "$PG_PORT"
-if wants s3; then
-  log "starting moto S3 on 127.0.0.1:$S3_PORT"
-  start_moto "$S3_PORT" "$WORK/moto.log"
-  create_bucket "$S3_PORT" bench
-fi
-export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+if wants s3; then start_servers /tmp/housekeep-bench bench; else start_servers /tmp/housekeep-bench; fi
 unset HOUSEKEEP_CONFIG
 for v in $(env | grep -o '^HOUSEKEEP_[A-Z0-9_]*' || true); do unset "$v"; done
 

@@ -90,3 +90,31 @@ req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/{sys.argv[2]}", me
 urllib.request.urlopen(req).read()
 PY
 }
+
+# start_servers PREFIX [BUCKET]: a private PostgreSQL and, when BUCKET is given, moto's S3 API with
+# that bucket, in a new directory PREFIX.XXXXXX, on free ports; both are stopped and the directory
+# removed when the script exits. Sets WORK, PG_PORT, S3_PORT and the AWS_* variables.
+start_servers() {
+  local prefix=$1 bucket=${2:-}
+  WORK=$(mktemp -d "$prefix.XXXXXX")
+  chmod 755 "$WORK"
+  PG_PORT=$(free_port)
+  S3_PORT=$(free_port)
+  MOTO_PID=""
+  trap stop_servers EXIT
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  start_postgres "$WORK/pg" "$PG_PORT"
+  if [ -n "$bucket" ]; then
+    log "starting moto S3 on 127.0.0.1:$S3_PORT"
+    start_moto "$S3_PORT" "$WORK/moto.log"
+    create_bucket "$S3_PORT" "$bucket"
+  fi
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+}
+
+stop_servers() {
+  stop_postgres "$WORK/pg"
+  if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
