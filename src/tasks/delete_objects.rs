@@ -7,7 +7,8 @@
 //! references are dropped from the queue without touching the object. Objects are deleted in
 //! bulk with bounded concurrency; "not found" counts as deleted. Only then are the rows of
 //! confirmed deletions removed; failures get `attempts + 1`, `last_error` and an exponential
-//! back-off (lease, doubling, capped at `max_age`). On shutdown, claimed rows not yet sent to the
+//! back-off (lease, doubling, capped at `max_age`). The database work of one batch runs while the
+//! previous batch's objects are being deleted. On shutdown, claimed rows not yet sent to the
 //! store get their leases back.
 
 use std::collections::HashSet;
@@ -23,7 +24,7 @@ use crate::store::layout;
 const CLAIM: &str = "
 WITH c AS (
   SELECT id, pick_up_at FROM ci_deleted_objects
-  WHERE pick_up_at < now() ORDER BY pick_up_at LIMIT $1 FOR UPDATE SKIP LOCKED
+  WHERE pick_up_at < now() AND id <> ALL($3) ORDER BY pick_up_at LIMIT $1 FOR UPDATE SKIP LOCKED
 )
 UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $2)
 FROM c WHERE d.id = c.id
@@ -61,6 +62,14 @@ struct Claimed {
     old_pick_up_at: DateTime<Utc>,
 }
 
+/// What one batch came to: rows whose objects are gone (or were never to be deleted) and rows
+/// whose deletion failed. Written to the queue by [`record`].
+#[derive(Default)]
+struct Outcomes {
+    done: Vec<i64>,
+    failed: Vec<(i64, String)>,
+}
+
 pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let client = run.ctx.pool.get().await?;
     if run.dry_run {
@@ -82,103 +91,163 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let concurrency = run.ctx.config.store_concurrency;
     let limit = run.batch_size();
     let claim = client.prepare(CLAIM).await?;
+    let ctx = run.ctx;
     // Rows that failed in this run are not retried before their back-off ends; this only guards
     // against a zero back-off configuration spinning.
     let mut failed_here: HashSet<i64> = HashSet::new();
+    // The database work of one batch overlaps the store calls of the one before: while batch N's
+    // objects are being deleted, the rows of batch N-1 are written and batch N+1 is claimed and
+    // checked. Claims still commit before their store calls; a crash leaves at most two batches
+    // leased, and they come back when their leases end.
+    let mut pending = Outcomes::default();
+    let mut next = if run.keep_going() { Some(prepare(&client, &claim, limit, lease_s, &[]).await?) } else { None };
 
-    while run.keep_going() {
-        let rows: Vec<Claimed> = client
-            .query(&claim, &[&limit, &lease_s])
-            .await?
-            .iter()
-            .map(|r| Claimed {
-                id: r.get(0),
-                file_store: r.get(1),
-                key: format!("{}/{}", r.get::<_, String>(2), r.get::<_, String>(3)),
-                size: r.get(4),
-                created_at: r.get(5),
-                old_pick_up_at: r.get(6),
-            })
-            .collect();
-        if rows.is_empty() || rows.iter().all(|r| failed_here.contains(&r.id)) {
-            give_back(&**client, &rows).await?;
+    while let Some((rows, referenced)) = next.take() {
+        // A batch claimed while the last one was in flight is given back if shutdown or the end
+        // of the time budget came meanwhile.
+        if rows.is_empty() || rows.iter().all(|r| failed_here.contains(&r.id)) || !run.keep_going() {
+            give_back(&client, &rows).await?;
             break;
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let referenced: HashSet<i64> = client.query(REFERENCED, &[&ids]).await?.iter().map(|r| r.get(0)).collect();
-
-        let mut done: Vec<i64> = Vec::new();
-        let mut failed: Vec<(i64, String)> = Vec::new();
-        let mut sent: Vec<&Claimed> = Vec::new();
-        let mut dropped: Vec<i64> = Vec::new();
+        let mut outcomes = Outcomes::default();
+        let mut by_store: Vec<(i16, Vec<&Claimed>)> = Vec::new();
+        let mut kept = 0;
         for r in &rows {
             if referenced.contains(&r.id) {
                 run.audit.object("kept", Some(r.id), &r.key, r.size, "still referenced by an artifact row; queue row dropped");
-                dropped.push(r.id);
+                outcomes.done.push(r.id);
+                kept += 1;
             } else if let Err(e) = layout::check_segments(&r.key) {
-                failed.push((r.id, format!("refusing to delete \"{}\": {e}", r.key)));
+                outcomes.failed.push((r.id, format!("refusing to delete \"{}\": {e}", r.key)));
             } else {
-                sent.push(r);
+                match by_store.iter_mut().find(|(fs, _)| *fs == r.file_store) {
+                    Some((_, v)) => v.push(r),
+                    None => by_store.push((r.file_store, vec![r])),
+                }
             }
         }
+        run.report.add("kept_referenced", kept);
 
-        // One bulk delete per store; the rows of each outcome are recorded after.
-        let mut by_store: Vec<(i16, Vec<&Claimed>)> = Vec::new();
-        for r in sent {
-            match by_store.iter_mut().find(|(fs, _)| *fs == r.file_store) {
-                Some((_, v)) => v.push(r),
-                None => by_store.push((r.file_store, vec![r])),
+        let more = run.keep_going();
+        let in_flight: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let previous = std::mem::take(&mut pending);
+        // One bulk delete per store; a store group not yet started when shutdown comes is not sent.
+        let deletes = async {
+            let mut sent = Vec::new();
+            for (fs, group) in &by_store {
+                if ctx.cancel.is_cancelled() {
+                    sent.push(None);
+                    continue;
+                }
+                let store = ctx.stores.for_file_store(*fs);
+                let keys: Vec<String> = group.iter().map(|r| store.full_key(&r.key)).collect();
+                let results = store.delete_many(&keys, concurrency).await;
+                sent.push(Some((keys, results)));
             }
-        }
+            sent
+        };
+        let database = async {
+            record(&client, &previous, lease_s, max_s).await?;
+            if more {
+                prepare(&client, &claim, limit, lease_s, &in_flight).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (sent, claimed) = tokio::join!(deletes, database);
+
         let mut not_sent: Vec<&Claimed> = Vec::new();
-        for (fs, group) in by_store {
-            if run.ctx.cancel.is_cancelled() {
+        for ((_, group), sent) in by_store.iter().zip(sent) {
+            let Some((keys, results)) = sent else {
                 not_sent.extend(group);
                 continue;
-            }
-            let store = run.ctx.stores.for_file_store(fs);
-            let keys: Vec<String> = group.iter().map(|r| store.full_key(&r.key)).collect();
-            let results = store.delete_many(&keys, concurrency).await;
+            };
             for ((r, key), res) in group.iter().zip(&keys).zip(results) {
                 match res {
                     Ok(()) => {
                         let age = (Utc::now() - r.created_at).num_seconds();
                         let bucket = age_bucket(age);
-                        run.ctx.metrics.objects_deleted.with_label_values(&[bucket]).inc();
-                        run.ctx.metrics.objects_deleted_bytes.with_label_values(&[bucket]).inc_by(r.size.unwrap_or(0).max(0) as u64);
+                        ctx.metrics.objects_deleted.with_label_values(&[bucket]).inc();
+                        ctx.metrics.objects_deleted_bytes.with_label_values(&[bucket]).inc_by(r.size.unwrap_or(0).max(0) as u64);
                         run.audit.object("deleted", Some(r.id), key, r.size, "queued for deletion");
                         run.report.add("deleted", 1);
                         run.report.add("deleted_bytes", r.size.unwrap_or(0));
-                        done.push(r.id);
+                        outcomes.done.push(r.id);
                     }
-                    Err(e) => failed.push((r.id, truncate(&e.to_string(), 1000))),
+                    Err(e) => outcomes.failed.push((r.id, truncate(&e.to_string(), 1000))),
                 }
             }
         }
-
-        done.extend(&dropped);
-        client.execute(DONE, &[&done]).await?;
-        if !failed.is_empty() {
-            let (fids, errs): (Vec<i64>, Vec<String>) = failed.iter().cloned().unzip();
-            client.execute(FAILED, &[&fids, &errs, &lease_s, &max_s]).await?;
-            for (id, err) in &failed {
+        if !outcomes.failed.is_empty() {
+            for (id, err) in &outcomes.failed {
                 tracing::warn!(object_id = id, error = %err, "delete failed; will retry after back-off");
                 failed_here.insert(*id);
             }
-            run.report.add("failed", failed.len() as i64);
-            run.ctx.metrics.delete_errors.inc_by(failed.len() as u64);
+            run.report.add("failed", outcomes.failed.len() as i64);
+            ctx.metrics.delete_errors.inc_by(outcomes.failed.len() as u64);
             run.report.outcome = Outcome::Partial;
-        }
-        run.report.add("kept_referenced", dropped.len() as i64);
-        if !not_sent.is_empty() {
-            give_back(&**client, &not_sent.into_iter().collect::<Vec<_>>()).await?;
         }
         if let Some(p) = &run.progress {
             p.inc(rows.len() as u64);
         }
+        pending = outcomes;
+        // On a database error this batch's outcomes are not written: its rows come back when their
+        // leases end, and "not found" then counts as deleted.
+        let claimed = claimed?;
+        give_back(&client, &not_sent).await?;
+        if !not_sent.is_empty() {
+            if let Some((rows, _)) = claimed {
+                give_back(&client, &rows).await?;
+            }
+            break;
+        }
+        next = claimed;
     }
-    if run.ctx.cancel.is_cancelled() {
+    record(&client, &pending, lease_s, max_s).await?;
+    if ctx.cancel.is_cancelled() {
         run.report.outcome = Outcome::Interrupted;
+    }
+    Ok(())
+}
+
+/// Claim the next batch (leaving out the rows of the batch in flight) and find which of its rows
+/// a live artifact row still references.
+async fn prepare(
+    client: &tokio_postgres::Client,
+    claim: &tokio_postgres::Statement,
+    limit: i64,
+    lease_s: f64,
+    in_flight: &[i64],
+) -> Result<(Vec<Claimed>, HashSet<i64>)> {
+    let rows: Vec<Claimed> = client
+        .query(claim, &[&limit, &lease_s, &in_flight])
+        .await?
+        .iter()
+        .map(|r| Claimed {
+            id: r.get(0),
+            file_store: r.get(1),
+            key: format!("{}/{}", r.get::<_, String>(2), r.get::<_, String>(3)),
+            size: r.get(4),
+            created_at: r.get(5),
+            old_pick_up_at: r.get(6),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok((rows, HashSet::new()));
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let referenced = client.query(REFERENCED, &[&ids]).await?.iter().map(|r| r.get(0)).collect();
+    Ok((rows, referenced))
+}
+
+/// Write a batch's outcomes: remove the rows that are done, back off the ones that failed.
+async fn record(client: &tokio_postgres::Client, o: &Outcomes, lease_s: f64, max_s: f64) -> Result<()> {
+    if !o.done.is_empty() {
+        client.execute(DONE, &[&o.done]).await?;
+    }
+    if !o.failed.is_empty() {
+        let (ids, errs): (Vec<i64>, Vec<String>) = o.failed.iter().cloned().unzip();
+        client.execute(FAILED, &[&ids, &errs, &lease_s, &max_s]).await?;
     }
     Ok(())
 }
