@@ -229,7 +229,7 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
         let key = known.iter().find(|(k, _)| env_name(k) == *name).map(|(k, _)| k.clone()).ok_or_else(|| {
             Error::config(format!(
                 "unknown environment variable {name}; housekeep reads {}",
-                known.iter().map(|(k, _)| env_name(k)).collect::<Vec<_>>().join(", ")
+                known.keys().map(|k| env_name(k)).collect::<Vec<_>>().join(", ")
             ))
         })?;
         let source = Source::Env(name.clone());

@@ -14,7 +14,7 @@ use crate::store::{layout, Stores};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Bucket {
-    pub label: &'static str,
+    pub label: String,
     pub count: i64,
     pub bytes: i64,
 }
@@ -67,7 +67,7 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
         .query(ARTIFACT_STATES, &[])
         .await?
         .iter()
-        .map(|r| Bucket { label: label(r.get::<_, &str>(0)), count: r.get(1), bytes: r.get(2) })
+        .map(|r| Bucket { label: r.get(0), count: r.get(1), bytes: r.get(2) })
         .collect();
     let q = client
         .query_one(
@@ -93,29 +93,14 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
     };
     Ok(Status {
         artifacts,
-        queued_objects: Bucket { label: "queued objects", count: q.get(0), bytes: q.get(1) },
-        ready_objects: Bucket { label: "ready to delete now", count: q.get(2), bytes: q.get(3) },
+        queued_objects: Bucket { label: "queued objects".into(), count: q.get(0), bytes: q.get(1) },
+        ready_objects: Bucket { label: "ready to delete now".into(), count: q.get(2), bytes: q.get(3) },
         pending_uploads: p.get(0),
         stale_uploads: p.get(1),
         locked_pipelines: p.get(2),
         unlock_requests: p.get(3),
         store,
     })
-}
-
-fn label(s: &str) -> &'static str {
-    // The labels come from the query above; map them back to static strings for the report.
-    [
-        "expired, unlocked (expire deletes)",
-        "expired, unknown lock (unknown resolves)",
-        "expired, locked (kept as latest)",
-        "not expired yet",
-        "never expire (expire_at NULL)",
-        "traces (never expired by housekeeping)",
-    ]
-    .into_iter()
-    .find(|l| *l == s)
-    .unwrap_or("other")
 }
 
 /// List the stores once: count objects, `@final` objects no row, upload or queued deletion

@@ -108,7 +108,7 @@ async fn lists_exactly_the_orphans(backend: Backend) {
     let o = run(cmd(&db, &t).args(["delete-orphans", "--dry-run", "--filename"]).arg(&file));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("would delete 38"), "{}", stdout(&o));
-    assert_eq!(t.store.head(&listed[2]).await.unwrap().map(|m| m.size).is_some(), true, "dry run deletes nothing");
+    assert!(t.store.head(&listed[2]).await.unwrap().is_some(), "dry run deletes nothing");
     let o = run(cmd(&db, &t).args(["delete-orphans", "--filename"]).arg(&file));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("deleted 38") && stdout(&o).contains("1 now referenced") && stdout(&o).contains("1 size changed"), "{}", stdout(&o));

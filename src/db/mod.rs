@@ -16,11 +16,10 @@ use crate::error::{describe_pg_error, Error, Result};
 /// Parse a PostgreSQL URL or libpq string, with an error that never repeats the string (it may
 /// hold a password).
 pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, String> {
-    if let Some((scheme, _)) = url.split_once("://") {
-        if scheme != "postgres" && scheme != "postgresql" {
+    if let Some((scheme, _)) = url.split_once("://")
+        && scheme != "postgres" && scheme != "postgresql" {
             return Err(format!("scheme \"{scheme}\" is not postgres:// or postgresql://"));
         }
-    }
     tokio_postgres::Config::from_str(url).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))
 }
 

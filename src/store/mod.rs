@@ -32,11 +32,10 @@ impl StoreUrl {
     pub fn parse(s: &str) -> std::result::Result<StoreUrl, String> {
         let shown = redact_url(s);
         // Checked before parsing, which would resolve the dot segments away.
-        if let Some((_, rest)) = s.split_once("://") {
-            if rest.split('/').any(|seg| seg == ".." || seg == ".") {
+        if let Some((_, rest)) = s.split_once("://")
+            && rest.split('/').any(|seg| seg == ".." || seg == ".") {
                 return Err(format!("\"{shown}\" has a . or .. segment"));
             }
-        }
         let url = url::Url::parse(s).map_err(|e| format!("\"{shown}\" is not a URL ({e})"))?;
         let bucket = || -> std::result::Result<String, String> {
             match url.host_str() {
