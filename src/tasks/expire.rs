@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{audit_moved, move_to_queue_sql, Run};
+use super::{move_to_queue_sql, MovedAudit, Run};
 use crate::error::Result;
 
 /// Rows without any file name cannot be located; they are left for `verify` to report.
@@ -28,9 +28,10 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     }
     let stmt = client.prepare(EXPIRE_BATCH).await?;
     let limit = run.batch_size();
+    let mut audit = MovedAudit::new(run, "expired", "expire_at passed, unlocked");
     while run.keep_going() {
         let rows = client.query(&stmt, &[&start, &limit]).await?;
-        let (n, bytes) = audit_moved(run, &rows, "expired", "expire_at passed, unlocked");
+        let (n, bytes) = audit.push(rows).await;
         run.report.add("expired", n);
         run.report.add("expired_bytes", bytes);
         run.ctx.metrics.artifacts_expired.inc_by(n as u64);
@@ -39,5 +40,6 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             break;
         }
     }
+    audit.finish().await;
     Ok(())
 }

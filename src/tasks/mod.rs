@@ -339,13 +339,41 @@ macro_rules! move_to_queue_sql {
 }
 pub(crate) use move_to_queue_sql;
 
-/// Audit and count the rows a move statement returned; returns (rows, bytes).
-pub(crate) fn audit_moved(run: &Run<'_>, rows: &[tokio_postgres::Row], action: &'static str, reason: &'static str) -> (i64, i64) {
-    let mut bytes = 0i64;
-    for r in rows {
-        let size: i64 = r.get(4);
-        bytes += size;
-        run.audit.artifact(action, r.get(0), r.get(1), r.get(2), r.get(3), r.get(5), size, reason);
+/// Audit records of the artifact rows a move statement returned, one batch behind: a batch's
+/// records are formatted and written on a blocking thread while the next batch runs in the
+/// database. `finish` waits for the last batch; a run calls it before it reports.
+pub(crate) struct MovedAudit {
+    audit: Audit,
+    action: &'static str,
+    reason: &'static str,
+    behind: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MovedAudit {
+    pub(crate) fn new(run: &Run<'_>, action: &'static str, reason: &'static str) -> MovedAudit {
+        MovedAudit { audit: run.audit.clone(), action, reason, behind: None }
     }
-    (rows.len() as i64, bytes)
+
+    /// Count a batch's rows and bytes now and audit them in the background; returns (rows, bytes).
+    pub(crate) async fn push(&mut self, rows: Vec<tokio_postgres::Row>) -> (i64, i64) {
+        let counts = (rows.len() as i64, rows.iter().map(|r| r.get::<_, i64>(4)).sum());
+        self.finish().await;
+        if !rows.is_empty() {
+            let (audit, action, reason) = (self.audit.clone(), self.action, self.reason);
+            self.behind = Some(tokio::task::spawn_blocking(move || {
+                for r in &rows {
+                    audit.artifact(action, r.get(0), r.get(1), r.get(2), r.get(3), r.get(5), r.get(4), reason);
+                }
+            }));
+        }
+        counts
+    }
+
+    pub(crate) async fn finish(&mut self) {
+        if let Some(h) = self.behind.take()
+            && let Err(e) = h.await
+        {
+            tracing::error!(error = %e, "writing audit records failed");
+        }
+    }
 }

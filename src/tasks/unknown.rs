@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{audit_moved, move_to_queue_sql, Run};
+use super::{move_to_queue_sql, MovedAudit, Run};
 use crate::error::Result;
 
 const PICK_JOBS: &str = "SELECT DISTINCT job_id FROM (
@@ -55,6 +55,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         return Ok(());
     }
     let mut done = 0i64;
+    let mut audit = MovedAudit::new(run, "removed", "unknown lock, pipeline not locked");
     while run.keep_going() {
         if done >= max_rows {
             run.report.stopped = "max_rows";
@@ -71,7 +72,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         let removed_rows = tx.query(DESTROY_ROWS, &[&start, &jobs]).await?;
         let traces = tx.query(UNLOCK_TRACES, &[&start, &jobs]).await?.len() as i64;
         tx.commit().await?;
-        let (removed, bytes) = audit_moved(run, &removed_rows, "removed", "unknown lock, pipeline not locked");
+        let (removed, bytes) = audit.push(removed_rows).await;
         run.report.add("locked", locked);
         run.report.add("removed", removed);
         run.report.add("removed_bytes", bytes);
@@ -87,5 +88,6 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             break;
         }
     }
+    audit.finish().await;
     Ok(())
 }
