@@ -467,3 +467,39 @@ async fn a_lease_shorter_than_a_batch_never_sends_an_object_twice() {
     let twice: Vec<(&String, &u32)> = counts.forwarded.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "objects sent to the store more than once: {twice:?}");
 }
+
+/// A batch claimed while the one before was in flight waits a whole batch before it is sent.
+/// Worker A's batches take 1 s in the store (10 × 100 ms), its lease is 1.5 s: its second batch,
+/// claimed at 0 s, is sent from 1 s to 2 s. Worker B starts at 1.7 s, when that claim's first
+/// lease has ended. A renews the leases before sending, so B finds nothing to take and no object
+/// goes to the store twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_claimed_ahead_are_renewed_before_their_batch_is_sent() {
+    let (db, t, slow, counts) = slow_queue(20, Duration::from_millis(100)).await;
+    let c = db.client().await;
+    let mut fast = Faulty::new(t.inner(), 0);
+    fast.counts = counts.clone();
+    let fast = Store::from_parts(Arc::new(fast), "", "fast+file://", false);
+    let context = |store: Store| {
+        let mut config = fixtures::config(&db);
+        config.store_concurrency = 1;
+        config.tasks.delete_objects.batch_size = 10;
+        config.tasks.delete_objects.lease = Some(housekeep::duration::HumanDuration(Duration::from_millis(1500)));
+        fixtures::context(config, Stores { remote: store.clone(), local: store })
+    };
+    let (a, b) = (context(slow).await, context(fast).await);
+    let worker_a = tokio::spawn(async move { fixtures::run(&a, Task::DeleteObjects).await });
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let rb = fixtures::run(&b, Task::DeleteObjects).await;
+    let ra = worker_a.await.unwrap();
+    for r in [&ra, &rb] {
+        assert_eq!((r.outcome, r.get("failed")), (Outcome::Success, 0), "{r:?}");
+    }
+    assert_eq!((ra.get("deleted"), rb.get("deleted")), (20, 0), "A: {ra:?}\nB: {rb:?}");
+    assert_eq!(Fx { c: &c }.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
+    assert!(listed(&t.store).await.is_empty(), "objects left in the store");
+    let counts = counts.lock().unwrap();
+    let twice: Vec<(&String, &u32)> = counts.forwarded.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "objects sent to the store more than once: {twice:?}");
+    assert_eq!(counts.forwarded.len(), 20);
+}

@@ -11,8 +11,8 @@
 //! previous batch's objects are being deleted. On shutdown, claimed rows not yet sent to the
 //! store get their leases back.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -28,7 +28,14 @@ WITH c AS (
 )
 UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $2)
 FROM c WHERE d.id = c.id
-RETURNING d.id, d.file_store, d.store_dir, d.file, d.size, d.created_at, c.pick_up_at";
+RETURNING d.id, d.file_store, d.store_dir, d.file, d.size, d.created_at, c.pick_up_at, d.pick_up_at";
+
+/// Extend the leases of a claimed batch about to be sent, for the rows still leased to this run
+/// (`pick_up_at` as this run set it); the rows returned are the ones still ours.
+const RENEW: &str = "
+UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $3)
+FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, ours) WHERE d.id = f.id AND d.pick_up_at = f.ours
+RETURNING d.id, d.pick_up_at";
 
 /// Claimed rows whose object a live artifact row references (by `@final` key, or by the hashed
 /// key of the artifact id at the end of `store_dir`).
@@ -49,9 +56,12 @@ UPDATE ci_deleted_objects d SET attempts = d.attempts + 1, last_error = f.err,
   pick_up_at = now() + LEAST(make_interval(secs => $3) * power(2, LEAST(d.attempts, 20)), make_interval(secs => $4))
 FROM unnest($1::bigint[], $2::text[]) AS f(id, err) WHERE d.id = f.id";
 
+/// Rows another worker claimed after this run's lease ended, or whose lease this run no longer
+/// holds, are left alone.
 const GIVE_BACK: &str = "
 UPDATE ci_deleted_objects d SET pick_up_at = f.old
-FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, old) WHERE d.id = f.id";
+FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS f(id, old, ours)
+WHERE d.id = f.id AND d.pick_up_at = f.ours";
 
 struct Claimed {
     id: i64,
@@ -60,6 +70,15 @@ struct Claimed {
     size: Option<i64>,
     created_at: DateTime<Utc>,
     old_pick_up_at: DateTime<Utc>,
+    /// `pick_up_at` as this run's claim (or renewal) set it: the mark of our lease.
+    leased_until: DateTime<Utc>,
+}
+
+/// A claimed batch: its rows, which of them artifact rows still reference, and when it was claimed.
+struct Batch {
+    rows: Vec<Claimed>,
+    referenced: HashSet<i64>,
+    claimed: Instant,
 }
 
 /// What one batch came to: rows whose objects are gone (or were never to be deleted) and rows
@@ -98,16 +117,37 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     // The database work of one batch overlaps the store calls of the one before: while batch N's
     // objects are being deleted, the rows of batch N-1 are written and batch N+1 is claimed and
     // checked. Claims still commit before their store calls; a crash leaves at most two batches
-    // leased, and they come back when their leases end.
+    // leased, and they come back when their leases end. A batch whose claim is older than half
+    // the lease when its turn comes renews its leases first, so a row is never sent on a lease
+    // another worker may already hold.
     let mut pending = Outcomes::default();
     let mut next = if run.keep_going() { Some(prepare(&client, &claim, limit, lease_s, &[]).await?) } else { None };
 
-    while let Some((rows, referenced)) = next.take() {
+    while let Some(Batch { mut rows, referenced, claimed }) = next.take() {
         // A batch claimed while the last one was in flight is given back if shutdown or the end
         // of the time budget came meanwhile.
         if rows.is_empty() || rows.iter().all(|r| failed_here.contains(&r.id)) || !run.keep_going() {
             give_back(&client, &rows).await?;
             break;
+        }
+        // It was claimed a whole store batch ago: if half its lease is gone, renew the leases
+        // still ours and leave the rows another worker took meanwhile to it.
+        if claimed.elapsed() > lease / 2 {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let ours: Vec<DateTime<Utc>> = rows.iter().map(|r| r.leased_until).collect();
+            let kept: HashMap<i64, DateTime<Utc>> =
+                client.query(RENEW, &[&ids, &ours, &lease_s]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+            rows.retain_mut(|r| match kept.get(&r.id) {
+                Some(t) => {
+                    r.leased_until = *t;
+                    true
+                }
+                None => false,
+            });
+            if rows.is_empty() {
+                next = Some(prepare(&client, &claim, limit, lease_s, &[]).await?);
+                continue;
+            }
         }
         let mut outcomes = Outcomes::default();
         let mut by_store: Vec<(i16, Vec<&Claimed>)> = Vec::new();
@@ -154,7 +194,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
                 Ok(None)
             }
         };
-        let (sent, claimed) = tokio::join!(deletes, database);
+        let (sent, following) = tokio::join!(deletes, database);
 
         let mut not_sent: Vec<&Claimed> = Vec::new();
         for ((_, group), sent) in by_store.iter().zip(sent) {
@@ -193,15 +233,15 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         pending = outcomes;
         // On a database error this batch's outcomes are not written: its rows come back when their
         // leases end, and "not found" then counts as deleted.
-        let claimed = claimed?;
+        let following = following?;
         give_back(&client, &not_sent).await?;
         if !not_sent.is_empty() {
-            if let Some((rows, _)) = claimed {
-                give_back(&client, &rows).await?;
+            if let Some(b) = following {
+                give_back(&client, &b.rows).await?;
             }
             break;
         }
-        next = claimed;
+        next = following;
     }
     record(&client, &pending, lease_s, max_s).await?;
     if ctx.cancel.is_cancelled() {
@@ -218,7 +258,8 @@ async fn prepare(
     limit: i64,
     lease_s: f64,
     in_flight: &[i64],
-) -> Result<(Vec<Claimed>, HashSet<i64>)> {
+) -> Result<Batch> {
+    let claimed = Instant::now();
     let rows: Vec<Claimed> = client
         .query(claim, &[&limit, &lease_s, &in_flight])
         .await?
@@ -230,14 +271,15 @@ async fn prepare(
             size: r.get(4),
             created_at: r.get(5),
             old_pick_up_at: r.get(6),
+            leased_until: r.get(7),
         })
         .collect();
     if rows.is_empty() {
-        return Ok((rows, HashSet::new()));
+        return Ok(Batch { rows, referenced: HashSet::new(), claimed });
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let referenced = client.query(REFERENCED, &[&ids]).await?.iter().map(|r| r.get(0)).collect();
-    Ok((rows, referenced))
+    Ok(Batch { rows, referenced, claimed })
 }
 
 /// Write a batch's outcomes: remove the rows that are done, back off the ones that failed.
@@ -258,7 +300,8 @@ async fn give_back<R: std::borrow::Borrow<Claimed>>(client: &tokio_postgres::Cli
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.borrow().id).collect();
     let old: Vec<DateTime<Utc>> = rows.iter().map(|r| r.borrow().old_pick_up_at).collect();
-    client.execute(GIVE_BACK, &[&ids, &old]).await?;
+    let ours: Vec<DateTime<Utc>> = rows.iter().map(|r| r.borrow().leased_until).collect();
+    client.execute(GIVE_BACK, &[&ids, &old, &ours]).await?;
     Ok(())
 }
 

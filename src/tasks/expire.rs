@@ -30,7 +30,13 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let limit = run.batch_size();
     let mut audit = MovedAudit::new(run, "expired", "expire_at passed, unlocked");
     while run.keep_going() {
-        let rows = client.query(&stmt, &[&start, &limit]).await?;
+        let rows = match client.query(&stmt, &[&start, &limit]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                audit.finish().await;
+                return Err(e.into());
+            }
+        };
         let (n, bytes) = audit.push(rows).await;
         run.report.add("expired", n);
         run.report.add("expired_bytes", bytes);

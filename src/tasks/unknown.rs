@@ -62,16 +62,14 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             break;
         }
         let limit = run.batch_size().min(max_rows - done);
-        let tx = client.transaction().await?;
-        let jobs: Vec<i64> = tx.query(PICK_JOBS, &[&start, &limit]).await?.iter().map(|r| r.get(0)).collect();
-        if jobs.is_empty() {
-            tx.commit().await?;
-            break;
-        }
-        let locked = tx.query(LOCK_ROWS, &[&start, &jobs]).await?.len() as i64;
-        let removed_rows = tx.query(DESTROY_ROWS, &[&start, &jobs]).await?;
-        let traces = tx.query(UNLOCK_TRACES, &[&start, &jobs]).await?.len() as i64;
-        tx.commit().await?;
+        let (locked, removed_rows, traces) = match batch(&mut client, start, limit).await {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                audit.finish().await;
+                return Err(e);
+            }
+        };
         let (removed, bytes) = audit.push(removed_rows).await;
         run.report.add("locked", locked);
         run.report.add("removed", removed);
@@ -90,4 +88,24 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     }
     audit.finish().await;
     Ok(())
+}
+
+/// One batch in one transaction: pick jobs with unknown rows, lock or remove their rows, unlock
+/// their traces. Returns (rows locked, rows removed, traces unlocked), or `None` when no job is left.
+async fn batch(
+    client: &mut deadpool_postgres::Object,
+    start: DateTime<Utc>,
+    limit: i64,
+) -> Result<Option<(i64, Vec<tokio_postgres::Row>, i64)>> {
+    let tx = client.transaction().await?;
+    let jobs: Vec<i64> = tx.query(PICK_JOBS, &[&start, &limit]).await?.iter().map(|r| r.get(0)).collect();
+    if jobs.is_empty() {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    let locked = tx.query(LOCK_ROWS, &[&start, &jobs]).await?.len() as i64;
+    let removed_rows = tx.query(DESTROY_ROWS, &[&start, &jobs]).await?;
+    let traces = tx.query(UNLOCK_TRACES, &[&start, &jobs]).await?.len() as i64;
+    tx.commit().await?;
+    Ok(Some((locked, removed_rows, traces)))
 }
