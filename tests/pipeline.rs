@@ -232,10 +232,11 @@ async fn unknown_respects_max_rows_per_run() {
     let fx = Fx { c: &c };
     let p = fx.project().await;
     let pl = fx.pipeline(p, "main", "success", 0).await;
+    // Two rows on each of the first two jobs: the cap counts rows, not jobs.
+    let (j1, j2, j3) = (fx.job(p, pl).await, fx.job(p, pl).await, fx.job(p, pl).await);
     let mut arts = Vec::new();
-    for age in ["-5 days", "-4 days", "-3 days", "-2 days", "-1 day"] {
-        let j = fx.job(p, pl).await;
-        arts.push(fx.artifact(Art::new(p, j).expire(age).locked(2).size(10)).await);
+    for (j, file_type, age) in [(j1, 1, "-5 days"), (j1, 2, "-4 days"), (j2, 1, "-3 days"), (j2, 2, "-2 days"), (j3, 1, "-1 day")] {
+        arts.push(fx.artifact(Art::new(p, j).file_type(file_type).expire(age).locked(2).size(10)).await);
     }
     fx.exact_statistics().await;
     let mut config = fixtures::config(&db);
@@ -309,6 +310,7 @@ async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each
     let r = run(&ctx, Task::Unlock).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
     assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (5, 5, 15), "{r:?}");
+    assert_eq!((ctx.metrics.pipelines_unlocked.get(), ctx.metrics.artifacts_unlocked.get()), (5, 15));
     for (name, id, expect) in &pipelines {
         assert_eq!(fx.pipeline_locked(*id).await, *expect, "pipeline {name}");
     }
@@ -687,6 +689,51 @@ async fn stale_uploads_are_not_blocked_by_entries_that_cannot_be_deleted() {
     assert!(!exists(&t.store, &good).await, "a valid stale upload was never deleted");
     let left: i64 = fx.count("SELECT count(*) FROM pending_direct_uploads").await;
     assert_eq!(left, 2, "only the two malformed entries stay");
+}
+
+/// Every task but delete-objects is skipped while another session holds its advisory lock, and
+/// runs once the lock is free.
+#[tokio::test]
+async fn every_locking_task_is_skipped_while_its_advisory_lock_is_held() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    for task in Task::ALL {
+        let Some(key) = task.lock_key() else {
+            assert_eq!(task, Task::DeleteObjects);
+            continue;
+        };
+        c.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap();
+        let r = run(&ctx, task).await;
+        assert_eq!((r.outcome, r.stopped), (Outcome::Skipped, "locked"), "{task}: {r:?}");
+        c.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap();
+        let r = run(&ctx, task).await;
+        assert_eq!(r.outcome, Outcome::Success, "{task}: {r:?}");
+    }
+}
+
+/// A run that fails right after taking its lock (here: recording the run is refused) gives the
+/// lock back; the pooled connection would otherwise keep it and skip every later run.
+#[tokio::test]
+async fn a_run_failing_after_taking_its_lock_gives_it_back() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    c.batch_execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON housekeep_runs FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .await
+    .unwrap();
+    let e = housekeep::tasks::run(&ctx, Task::Expire, Default::default()).await.unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    c.batch_execute("DROP TRIGGER refuse ON housekeep_runs").await.unwrap();
+    let held = Fx { c: &c }.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").await;
+    assert_eq!(held, 0, "advisory locks left held");
+    let r = run(&ctx, Task::Expire).await;
+    assert_eq!(r.outcome, Outcome::Success, "{r:?}");
 }
 
 /// Each task run holds its advisory lock: while one run of a task is busy, another run of the

@@ -71,8 +71,9 @@ impl Task {
         }
     }
 
-    /// The advisory lock that keeps two runs of this task apart; None for delete-objects.
-    fn lock_key(self) -> Option<i64> {
+    /// The advisory lock (`pg_locks.objid` holds its low 32 bits) that keeps two runs of this task
+    /// apart; None for delete-objects, which shares its work through row leases.
+    pub fn lock_key(self) -> Option<i64> {
         let n = match self {
             Task::Unlock => 1,
             Task::Unknown => 2,
@@ -211,13 +212,23 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
             return Ok(report);
         }
     }
-    let run_id: i64 = lock_conn
+    let run_id: i64 = match lock_conn
         .query_one(
             "INSERT INTO housekeep_runs (task, dry_run, host) VALUES ($1, $2, $3) RETURNING id",
             &[&task.name(), &opts.dry_run, &hostname()],
         )
-        .await?
-        .get(0);
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(e) => {
+            // The pool keeps the connection: a session lock left on it would skip this task
+            // until the connection closes.
+            if let Some(key) = task.lock_key() {
+                let _ = lock_conn.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+            }
+            return Err(e.into());
+        }
+    };
     report.run_id = Some(run_id);
     let mut r = Run {
         ctx,

@@ -1,6 +1,6 @@
 //! `unknown`: resolve expired rows whose lock status is unknown (`locked = 2`), up to `max_rows`
-//! per run. A batch takes the jobs of the oldest such rows; rows of jobs whose pipeline is locked
-//! become `locked = 1`; the others are destroyed like expired rows — except traces, which the
+//! per run. A batch takes the oldest such rows (row by row, so `max_rows` is exact); rows whose
+//! job's pipeline is locked become `locked = 1`; the others are destroyed like expired rows — except traces, which the
 //! pipeline never expires: they become `locked = 0` and stay. Rows with NULL `expire_at` are
 //! never touched. Each batch is one transaction.
 
@@ -9,28 +9,26 @@ use chrono::{DateTime, Utc};
 use super::{move_to_queue_sql, MovedAudit, Run};
 use crate::error::Result;
 
-const PICK_JOBS: &str = "SELECT DISTINCT job_id FROM (
-       SELECT job_id FROM ci_job_artifacts
+const PICK_ROWS: &str = "SELECT id FROM ci_job_artifacts
        WHERE expire_at < $1 AND locked = 2 AND (file IS NOT NULL OR file_final_path IS NOT NULL)
-       ORDER BY expire_at LIMIT $2) s";
+       ORDER BY expire_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
 const LOCK_ROWS: &str = "UPDATE ci_job_artifacts a SET locked = 1
      FROM ci_builds b JOIN ci_pipelines p ON p.id = b.commit_id
-     WHERE a.job_id = ANY($2) AND b.id = a.job_id AND p.locked = 1 AND a.expire_at < $1 AND a.locked = 2
+     WHERE a.id = ANY($2) AND b.id = a.job_id AND p.locked = 1 AND a.expire_at < $1 AND a.locked = 2
      RETURNING a.id";
 
 /// Pipelines only ever move from locked to unlocked, so "not locked now" stays true.
 const DESTROY_ROWS: &str = move_to_queue_sql!(
     "SELECT a.id FROM ci_job_artifacts a
-     WHERE a.job_id = ANY($2) AND a.expire_at < $1 AND a.locked = 2 AND a.file_type <> 3
-       AND (a.file IS NOT NULL OR a.file_final_path IS NOT NULL)
+     WHERE a.id = ANY($2) AND a.expire_at < $1 AND a.locked = 2 AND a.file_type <> 3
        AND NOT EXISTS (SELECT 1 FROM ci_builds b JOIN ci_pipelines p ON p.id = b.commit_id
                        WHERE b.id = a.job_id AND p.locked = 1)
      FOR UPDATE OF a SKIP LOCKED"
 );
 
 const UNLOCK_TRACES: &str = "UPDATE ci_job_artifacts a SET locked = 0
-     WHERE a.job_id = ANY($2) AND a.expire_at < $1 AND a.locked = 2 AND a.file_type = 3
+     WHERE a.id = ANY($2) AND a.expire_at < $1 AND a.locked = 2 AND a.file_type = 3
        AND NOT EXISTS (SELECT 1 FROM ci_builds b JOIN ci_pipelines p ON p.id = b.commit_id
                        WHERE b.id = a.job_id AND p.locked = 1)
      RETURNING a.id";
@@ -90,22 +88,23 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     Ok(())
 }
 
-/// One batch in one transaction: pick jobs with unknown rows, lock or remove their rows, unlock
-/// their traces. Returns (rows locked, rows removed, traces unlocked), or `None` when no job is left.
+/// One batch in one transaction: pick the oldest unknown rows, lock or remove them, unlock the
+/// traces among them. Returns (rows locked, rows removed, traces unlocked), or `None` when no
+/// row is left (or every one is held by another transaction).
 async fn batch(
     client: &mut deadpool_postgres::Object,
     start: DateTime<Utc>,
     limit: i64,
 ) -> Result<Option<(i64, Vec<tokio_postgres::Row>, i64)>> {
     let tx = client.transaction().await?;
-    let jobs: Vec<i64> = tx.query(PICK_JOBS, &[&start, &limit]).await?.iter().map(|r| r.get(0)).collect();
-    if jobs.is_empty() {
+    let ids: Vec<i64> = tx.query(PICK_ROWS, &[&start, &limit]).await?.iter().map(|r| r.get(0)).collect();
+    if ids.is_empty() {
         tx.commit().await?;
         return Ok(None);
     }
-    let locked = tx.query(LOCK_ROWS, &[&start, &jobs]).await?.len() as i64;
-    let removed_rows = tx.query(DESTROY_ROWS, &[&start, &jobs]).await?;
-    let traces = tx.query(UNLOCK_TRACES, &[&start, &jobs]).await?.len() as i64;
+    let locked = tx.query(LOCK_ROWS, &[&start, &ids]).await?.len() as i64;
+    let removed_rows = tx.query(DESTROY_ROWS, &[&start, &ids]).await?;
+    let traces = tx.query(UNLOCK_TRACES, &[&start, &ids]).await?.len() as i64;
     tx.commit().await?;
     Ok(Some((locked, removed_rows, traces)))
 }

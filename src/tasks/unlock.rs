@@ -100,6 +100,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         // Rows added since the last batch (new uploads copy the pipeline's lock) go with the pipeline.
         let late = tx.execute(&unlock_artifacts, &[&pipelines, &i64::MAX]).await? as i64;
         run.report.add("artifacts_unlocked", late);
+        run.ctx.metrics.artifacts_unlocked.inc_by(late as u64);
         let unlocked = tx.query(UNLOCK_PIPELINES, &[&pipelines]).await?;
         tx.execute(DEQUEUE, &[&pipelines]).await?;
         tx.commit().await?;
