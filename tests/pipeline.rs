@@ -798,7 +798,8 @@ async fn a_second_run_of_a_task_is_skipped_while_the_first_holds_its_lock() {
 }
 
 /// One structured audit record (JSON) per destroyed row and per deleted object, with the run
-/// id, task, action, ids, key, size and reason.
+/// id, task, action, ids, key, size and reason. The log format is left at its default (`auto`):
+/// stderr is a pipe here, so every line is JSON.
 #[tokio::test]
 async fn every_destroyed_row_and_deleted_object_leaves_one_audit_record() {
     let db = TestDb::migrated().await;
@@ -816,6 +817,10 @@ async fn every_destroyed_row_and_deleted_object_leaves_one_audit_record() {
     }
     let j = fx.job(p, pl).await;
     fx.artifact(Art::new(p, j).size(1)).await;
+    // An expired row of unknown lock status on an unlocked pipeline: `unknown` destroys it.
+    let j = fx.job(p, pl).await;
+    let unknown = fx.artifact(Art::new(p, j).expire("-3 days").locked(2).size(7)).await;
+    put(&t.store, &unknown.key).await;
     fx.exact_statistics().await;
 
     let audit = |task: &str| -> (Vec<serde_json::Value>, String) {
@@ -824,16 +829,27 @@ async fn every_destroyed_row_and_deleted_object_leaves_one_audit_record() {
                 .args(["run", task])
                 .env("HOUSEKEEP_DATABASE_URL", &db.url)
                 .env("HOUSEKEEP_STORE_URL", &t.url)
-                .env("HOUSEKEEP_LOG_FORMAT", "json"),
+                .env_remove("HOUSEKEEP_LOG_FORMAT"),
         );
-        assert!(o.status.success(), "{}", common::stderr(&o));
-        let records = common::stderr(&o)
+        let err = common::stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let lines: Vec<serde_json::Value> = err
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"] == "housekeep::audit")
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}")))
             .collect();
+        assert!(lines.iter().any(|v| v["message"] == "run finished"), "{err}");
+        let records = lines.into_iter().filter(|v| v["target"] == "housekeep::audit").collect();
         (records, common::stdout(&o))
     };
+    let (records, out) = audit("unknown");
+    assert!(out.contains("removed=1"), "{out}");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!((r["task"].as_str(), r["action"].as_str()), (Some("unknown"), Some("removed")), "{r}");
+    assert_eq!((r["artifact_id"].as_i64(), r["size"].as_i64()), (Some(unknown.id), Some(7)), "{r}");
+    assert_eq!(r["key"].as_str(), Some(unknown.key.as_str()), "{r}");
+
     let (records, out) = audit("expire");
     assert!(out.contains("expired=3"), "{out}");
     assert_eq!(records.len(), 3, "{records:#?}");
@@ -851,8 +867,9 @@ async fn every_destroyed_row_and_deleted_object_leaves_one_audit_record() {
         assert_eq!(r["size"].as_i64(), Some(a.size), "{r}");
     }
     let (records, out) = audit("delete-objects");
-    assert!(out.contains("deleted=3"), "{out}");
-    assert_eq!(records.len(), 3, "{records:#?}");
+    assert!(out.contains("deleted=4"), "{out}");
+    assert_eq!(records.len(), 4, "{records:#?}");
+    want.push(&unknown.key);
     for r in &records {
         assert_eq!((r["task"].as_str(), r["action"].as_str()), (Some("delete-objects"), Some("deleted")), "{r}");
         assert!(r["object_id"].as_i64().is_some() && r["size"].as_i64().is_some(), "{r}");
