@@ -214,8 +214,12 @@ async fn sigkill_during_expire_loses_and_duplicates_nothing() {
 }
 
 /// Write a small object at each key (local store, straight to disk, four threads).
-fn write_objects(store: &Store, keys: &[String]) {
-    let root = store.local_root().expect("local store");
+async fn write_objects(store: &Store, keys: &[String]) {
+    use futures::StreamExt;
+    let Some(root) = store.local_root() else {
+        futures::stream::iter(keys.iter().map(|k| fixtures::put(store, k))).buffer_unordered(16).collect::<Vec<_>>().await;
+        return;
+    };
     std::thread::scope(|s| {
         for part in keys.chunks(keys.len() / 4 + 1) {
             s.spawn(move || {
@@ -229,21 +233,25 @@ fn write_objects(store: &Store, keys: &[String]) {
     });
 }
 
-fn present(store: &Store, key: &str) -> bool {
-    store.local_root().unwrap().join(store.full_key(key)).exists()
+/// The keys of every object in the store (as the task addresses them, without the store's prefix).
+async fn objects(store: &Store) -> HashSet<String> {
+    use futures::TryStreamExt;
+    let prefix = store.full_key("");
+    let all: Vec<String> = store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+    all.into_iter().map(|k| k.strip_prefix(&prefix).map(str::to_string).unwrap_or(k)).collect()
 }
 
 /// A dataset for delete-objects: the seed's rows, expired into the queue, with an object on disk
 /// for every queued key and for one live row in eight, every queue row ready, and 20 queue rows
 /// whose keys live rows still reference. Returns (queued keys not referenced, referenced keys,
 /// live keys with an object).
-async fn delete_dataset(db: &TestDb, t: &fixtures::ShmStore, seed_n: u64) -> (Vec<String>, Vec<String>, Vec<String>) {
+async fn delete_dataset(db: &TestDb, store: &Store, seed_n: u64) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut c = db.client().await;
     seed(&mut c, None, &SeedOptions { artifacts: 6000, projects: 5, objects: false, seed: seed_n, ..Default::default() })
         .await
         .unwrap();
     {
-        let ctx = fixtures::context(fixtures::config(db), fixtures::stores(&t.store, &t.store)).await;
+        let ctx = fixtures::context(fixtures::config(db), fixtures::stores(store, store)).await;
         fixtures::run(&ctx, housekeep::tasks::Task::Expire).await;
     }
     let live: Vec<Artifact> = artifacts(&c).await.into_iter().map(|(a, _, _)| a).collect();
@@ -257,8 +265,8 @@ async fn delete_dataset(db: &TestDb, t: &fixtures::ShmStore, seed_n: u64) -> (Ve
     let queued: Vec<String> = fixtures::queue_keys(&c).await.into_keys().filter(|k| !referenced_set.contains(k)).collect();
     let live_keys: Vec<String> =
         live.iter().step_by(8).map(|a| a.key.clone()).chain(referenced.iter().cloned()).collect();
-    write_objects(&t.store, &queued);
-    write_objects(&t.store, &live_keys);
+    write_objects(store, &queued).await;
+    write_objects(store, &live_keys).await;
     (queued, referenced, live_keys)
 }
 
@@ -266,11 +274,12 @@ async fn delete_dataset(db: &TestDb, t: &fixtures::ShmStore, seed_n: u64) -> (Ve
 /// (unless a live row references it), and no object of a live row is gone.
 async fn check_delete_state(c: &Client, store: &Store, queued: &[String], live: &[String], when: &str) {
     let left = fixtures::queue_keys(c).await;
+    let have = objects(store).await;
     for k in queued {
-        assert!(left.contains_key(k) || !present(store, k), "{when}: queue row of {k} removed but the object exists (guarantee 2)");
+        assert!(left.contains_key(k) || !have.contains(k), "{when}: queue row of {k} removed but the object exists (guarantee 2)");
     }
     for k in live {
-        assert!(present(store, k), "{when}: object {k} of a live artifact row was deleted (guarantee 1)");
+        assert!(have.contains(k), "{when}: object {k} of a live artifact row was deleted (guarantee 1)");
     }
     assert_no_duplicate_queue_rows(c).await;
 }
@@ -278,14 +287,41 @@ async fn check_delete_state(c: &Client, store: &Store, queued: &[String], live: 
 /// SIGKILL `housekeep run delete-objects` at random instants; after each crash queue rows are
 /// only gone with their objects; after the leases end, running it again empties the queue.
 #[tokio::test]
-async fn sigkill_during_delete_objects_loses_and_duplicates_nothing() {
+async fn sigkill_during_delete_objects_on_local_disk_loses_and_duplicates_nothing() {
+    sigkill_during_delete_objects(Backend::Local, TRIALS).await;
+}
+
+#[tokio::test]
+async fn sigkill_during_delete_objects_on_s3_loses_and_duplicates_nothing() {
+    sigkill_during_delete_objects(Backend::S3, 2).await;
+}
+
+/// A store for one trial, kept alive (its directory or prefix) as long as the trial runs.
+struct Dataset {
+    store: Store,
+    url: String,
+    _keep: Box<dyn std::any::Any>,
+}
+
+async fn sigkill_during_delete_objects(backend: Backend, trials: usize) {
     let mut killed_mid_run = 0;
     let mut estimate = Duration::ZERO;
-    for trial in 0..TRIALS {
+    for trial in 0..trials {
         let db = TestDb::migrated().await;
-        let t = fixtures::shm_store();
+        // Local disk in /dev/shm where there is one, so the deletes are quick and kills land mid-run.
+        let t = match backend {
+            Backend::Local => {
+                let s = fixtures::shm_store();
+                (s.store.clone(), s.url.clone(), Box::new(s) as Box<dyn std::any::Any>)
+            }
+            _ => {
+                let s = TestStore::new(backend);
+                (s.store.clone(), s.url.clone(), Box::new(s) as Box<dyn std::any::Any>)
+            }
+        };
+        let t = Dataset { store: t.0, url: t.1, _keep: t.2 };
         let c = db.client().await;
-        let (queued, referenced, live) = delete_dataset(&db, &t, 100 + trial as u64).await;
+        let (queued, referenced, live) = delete_dataset(&db, &t.store, 100 + trial as u64).await;
         let total = (queued.len() + referenced.len()) as i64;
         assert!(queued.len() > 500, "dataset too small: {} queued", queued.len());
 
@@ -314,11 +350,12 @@ async fn sigkill_during_delete_objects_loses_and_duplicates_nothing() {
         check_delete_state(&c, &t.store, &queued, &live, "after the second run").await;
         let left: i64 = c.query_one("SELECT count(*) FROM ci_deleted_objects", &[]).await.unwrap().get(0);
         assert_eq!(left, 0, "the queue should be empty");
+        let have = objects(&t.store).await;
         for k in &queued {
-            assert!(!present(&t.store, k), "{k} still exists after a complete run");
+            assert!(!have.contains(k), "{k} still exists after a complete run");
         }
         for k in &referenced {
-            assert!(present(&t.store, k), "{k} is referenced by a row and was deleted");
+            assert!(have.contains(k), "{k} is referenced by a row and was deleted");
         }
     }
     assert!(killed_mid_run >= 1, "no trial killed delete-objects in the middle of its work");
