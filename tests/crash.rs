@@ -1,5 +1,5 @@
 //! Crashes and signals with the real binary (guarantee 5): SIGKILL at random instants during
-//! `housekeep run expire` and `housekeep run delete-objects`, then the same command again to
+//! `housekeep run expire`, `unknown` and `delete-objects` (local disk and S3), then the same command again to
 //! completion, must lose nothing and duplicate nothing; SIGTERM stops a run or the worker
 //! cleanly, giving back unused leases.
 
@@ -294,6 +294,100 @@ async fn sigkill_during_delete_objects_on_local_disk_loses_and_duplicates_nothin
 #[tokio::test]
 async fn sigkill_during_delete_objects_on_s3_loses_and_duplicates_nothing() {
     sigkill_during_delete_objects(Backend::S3, 2).await;
+}
+
+/// SIGKILL `housekeep run unknown` at random instants. Each batch is one transaction, so after a
+/// crash every expired unknown row is either untouched (`locked = 2`) or in its final state:
+/// `locked = 1` when its pipeline is locked, `locked = 0` for a trace of an unlocked pipeline,
+/// otherwise gone with exactly one queue row; totals stay exact. Running it again resolves all.
+#[tokio::test]
+async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
+    let mut killed_mid_run = 0;
+    let mut estimate = Duration::ZERO;
+    for trial in 0..TRIALS {
+        let db = TestDb::migrated().await;
+        let t = TestStore::new(Backend::Local);
+        let mut c = db.client().await;
+        seed(&mut c, None, &SeedOptions { artifacts: 8000, projects: 5, objects: false, seed: 50 + trial as u64, ..Default::default() })
+            .await
+            .unwrap();
+        let everything: Vec<Artifact> = artifacts(&c).await.into_iter().map(|(a, _, _)| a).collect();
+        // The final state of each expired unknown row: Some(locked) if it stays, None if it goes.
+        let fate: std::collections::HashMap<i64, Option<i16>> = c
+            .query(
+                "SELECT a.id, CASE WHEN p.locked = 1 THEN 1 WHEN a.file_type = 3 THEN 0 END::smallint
+                 FROM ci_job_artifacts a LEFT JOIN ci_builds b ON b.id = a.job_id LEFT JOIN ci_pipelines p ON p.id = b.commit_id
+                 WHERE a.locked = 2 AND a.expire_at < now() - interval '1 minute'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let others: std::collections::HashMap<i64, i16> = c
+            .query(
+                "SELECT id, locked FROM ci_job_artifacts
+                 WHERE NOT (locked = 2 AND expire_at < now() + interval '1 minute')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let goes = fate.values().filter(|f| f.is_none()).count();
+        assert!(fate.len() > 300 && goes > 100, "dataset too small: {} unknown rows, {goes} to remove", fate.len());
+        assert_statistics_exact(&c).await;
+
+        let log = log_path("unknown");
+        let env = [("HOUSEKEEP_TASKS_UNKNOWN_BATCH_SIZE", "10"), ("HOUSEKEEP_TASKS_UNKNOWN_MAX_ROWS", "1000000")];
+        let mut cmd = command(&db, &t.url, &log);
+        cmd.args(["run", "unknown"]).envs(env);
+        let ids: Vec<i64> = fate.keys().copied().collect();
+        let progress = format!(
+            "SELECT {} - count(*) FROM ci_job_artifacts WHERE locked = 2 AND id = ANY('{{{}}}'::bigint[])",
+            ids.len(),
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        let at = pick(trial, ids.len() as i64, estimate);
+        let (status, running, ran) = kill_during(cmd, &c, &progress, at).await;
+        wait_for_housekeep_backends(&c).await;
+        let resolved: i64 = c.query_one(&progress, &[]).await.unwrap().get(0);
+        eprintln!("trial {trial}: kill at {at:?} after {ran:?}: {status}, {resolved} of {} resolved", ids.len());
+        if let KillAt::Progress(_) = at {
+            estimate = estimate.max(ran.mul_f64(ids.len() as f64 / resolved.max(1) as f64).min(Duration::from_secs(5)));
+        }
+        if running && resolved < ids.len() as i64 {
+            killed_mid_run += 1;
+        }
+
+        let check = |when: &'static str, complete: bool| {
+            let (c, everything, fate, others) = (&c, &everything, &fate, &others);
+            async move {
+                c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+                assert_accounted(c, everything, None).await;
+                assert_no_duplicate_queue_rows(c).await;
+                assert_statistics_exact(c).await;
+                let rows: std::collections::HashMap<i64, i16> =
+                    c.query("SELECT id, locked FROM ci_job_artifacts", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+                for (id, end) in fate {
+                    let now = rows.get(id).copied();
+                    let ok = now == *end || (!complete && now == Some(2));
+                    assert!(ok, "{when}: unknown row {id} is {now:?}, should be untouched or {end:?}");
+                }
+                for (id, locked) in others {
+                    assert_eq!(rows.get(id), Some(locked), "{when}: artifact {id} is not an expired unknown row and must stay as it was");
+                }
+                c.batch_execute("COMMIT").await.unwrap();
+            }
+        };
+        check("after SIGKILL", false).await;
+        let o = command(&db, &t.url, &log).args(["run", "unknown"]).envs(env).status().unwrap();
+        assert!(o.success(), "second run: {o}\n{}", show_log(&log));
+        check("after the second run", true).await;
+    }
+    assert!(killed_mid_run >= 1, "no trial killed unknown in the middle of its work");
 }
 
 /// A store for one trial, kept alive (its directory or prefix) as long as the trial runs.
