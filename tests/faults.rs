@@ -503,3 +503,96 @@ async fn leases_claimed_ahead_are_renewed_before_their_batch_is_sent() {
     assert!(twice.is_empty(), "objects sent to the store more than once: {twice:?}");
     assert_eq!(counts.forwarded.len(), 20);
 }
+
+/// An S3 endpoint that answers every request with 503 Slow Down, counting the bulk deletes.
+async fn failing_s3_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let deletes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = deletes.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                // Read the head and the body, then answer and close.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                if head.starts_with("post ") && head.lines().next().unwrap_or("").contains("?delete") {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                let resp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (url, deletes)
+}
+
+/// A transient store error (503) is retried a bounded number of times with back-off inside the
+/// run (1 request + 5 retries), then recorded on the queue row, which backs off; the run says
+/// partial (exit 3) and the row stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_store_errors_are_retried_a_bounded_number_of_times_then_recorded() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let key = housekeep::store::layout::final_key(p, &fixtures::upload_id());
+    fx.queue(2, &key, "-1 minute").await;
+    let (endpoint, deletes) = failing_s3_endpoint().await;
+    let t0 = Instant::now();
+    let o = tokio::task::spawn_blocking({
+        let url = db.url.clone();
+        move || {
+            common::housekeep()
+                .args(["run", "delete-objects"])
+                .env("HOUSEKEEP_DATABASE_URL", url)
+                .env("HOUSEKEEP_STORE_URL", "s3://flaky-bucket")
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert_eq!(deletes.load(std::sync::atomic::Ordering::SeqCst), 6, "one bulk delete and five retries");
+    assert!(took < Duration::from_secs(25), "retries are bounded in time: {took:?}");
+    let row = c.query_one("SELECT attempts, last_error, pick_up_at > now() FROM ci_deleted_objects", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    let err: String = row.get(1);
+    assert!(err.contains("503") || err.to_lowercase().contains("slow"), "last_error: {err}");
+    assert!(row.get::<_, bool>(2), "the row backs off");
+}

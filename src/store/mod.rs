@@ -19,6 +19,22 @@ use crate::error::{Error, Result};
 /// S3 DeleteObjects takes at most 1,000 keys a request.
 pub const BULK_DELETE_MAX: usize = 1000;
 
+/// Retries of one cloud request on a transient failure (5xx, 429, timeouts, connection errors):
+/// at most 5, with jittered exponential back-off from 100 ms up to 5 s, and never past 20 s from
+/// the first attempt, so a shutdown still ends within its 30 s. What still fails is recorded on
+/// the queue row, which backs off in its turn.
+pub fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(20),
+    }
+}
+
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -104,7 +120,7 @@ impl Store {
                 (Arc::new(fs), String::new(), false, Some(root))
             }
             StoreUrl::S3 { bucket, prefix } => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
                 let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                     .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                     .or_else(|_| std::env::var("AWS_ENDPOINT"))
@@ -118,11 +134,11 @@ impl Store {
                 (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
             }
             StoreUrl::Gcs { bucket, prefix } => {
-                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry_config());
                 (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
             }
             StoreUrl::Azure { container, prefix } => {
-                let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container);
+                let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(retry_config());
                 (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
             }
         };
