@@ -16,6 +16,7 @@ pg_bindir() {
 ensure_packages() {
   local missing=()
   [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ "${1:-}" = "--python" ]; then
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -36,9 +37,27 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# start_postgres DATADIR PORT: initialise DATADIR if needed and start a server on 127.0.0.1:PORT.
+# make_tls_cert DIR: a test CA (DIR/ca.crt) and a server certificate it signed for the name
+# "localhost" only (DIR/server.crt, DIR/server.key), readable by the postgres user.
+make_tls_cert() {
+  local d=$1
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=housekeep test CA" -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+    -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+    -extfile "$d/ext" -out "$d/server.crt" 2>/dev/null
+  chmod 600 "$d/server.key"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$d/server.key" "$d/server.crt"
+  chmod 755 "$d"
+}
+
+# start_postgres DATADIR PORT [TLSDIR]: initialise DATADIR if needed and start a server on
+# 127.0.0.1:PORT; with TLSDIR (from make_tls_cert) it also accepts TLS.
 start_postgres() {
-  local dir=$1 port=$2 bin
+  local dir=$1 port=$2 tls=${3:-} bin opts
   bin=$(pg_bindir)
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
@@ -47,9 +66,12 @@ start_postgres() {
     as_pg "$bin/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$dir.initdb.log" 2>&1 \
       || { cat "$dir.initdb.log" >&2; return 1; }
   fi
-  as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB \
-        -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_locks_per_transaction=256" \
+  opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_locks_per_transaction=256"
+  if [ -n "$tls" ]; then
+    opts="$opts -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
+  fi
+  as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 -o "$opts" \
     start >/dev/null || { tail -n 20 "$dir/server.log" >&2; return 1; }
 }
 
@@ -93,7 +115,8 @@ PY
 
 # start_servers PREFIX [BUCKET]: a private PostgreSQL and, when BUCKET is given, moto's S3 API with
 # that bucket, in a new directory PREFIX.XXXXXX, on free ports; both are stopped and the directory
-# removed when the script exits. Sets WORK, PG_PORT, S3_PORT and the AWS_* variables.
+# removed when the script exits. With PG_TLS=1 PostgreSQL also accepts TLS, with a certificate
+# signed by $WORK/tls/ca.crt. Sets WORK, PG_PORT, S3_PORT and the AWS_* variables.
 start_servers() {
   local prefix=$1 bucket=${2:-}
   WORK=$(mktemp -d "$prefix.XXXXXX")
@@ -103,7 +126,12 @@ start_servers() {
   MOTO_PID=""
   trap stop_servers EXIT
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  start_postgres "$WORK/pg" "$PG_PORT"
+  if [ -n "${PG_TLS:-}" ]; then
+    make_tls_cert "$WORK/tls"
+    start_postgres "$WORK/pg" "$PG_PORT" "$WORK/tls"
+  else
+    start_postgres "$WORK/pg" "$PG_PORT"
+  fi
   if [ -n "$bucket" ]; then
     log "starting moto S3 on 127.0.0.1:$S3_PORT"
     start_moto "$S3_PORT" "$WORK/moto.log"

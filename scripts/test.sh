@@ -9,11 +9,12 @@ cd "$ROOT"
 ensure_packages --python
 ensure_moto
 
-start_servers /tmp/housekeep-test housekeep-test
+PG_TLS=1 start_servers /tmp/housekeep-test housekeep-test
 
 export HK_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 export HK_TEST_S3_BUCKET=housekeep-test
 export HK_TEST_TMP="$WORK"
+export HK_TEST_PG_CA="$WORK/tls/ca.crt"
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -3,24 +3,32 @@
 //! Every statement binds its parameters; none is assembled from values.
 
 pub mod migrate;
+pub mod tls;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::Config;
 use crate::error::{describe_pg_error, Error, Result};
 
-/// Parse a PostgreSQL URL or libpq string, with an error that never repeats the string (it may
-/// hold a password).
-pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, String> {
+/// Parse a PostgreSQL URL or libpq string with its TLS settings ([`tls`]), with an error that
+/// never repeats the string (it may hold a password).
+pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Tls), String> {
     if let Some((scheme, _)) = url.split_once("://")
         && scheme != "postgres" && scheme != "postgresql" {
             return Err(format!("scheme \"{scheme}\" is not postgres:// or postgresql://"));
         }
-    tokio_postgres::Config::from_str(url).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))
+    let (rest, mut tls) = tls::split_url(url)?;
+    let mut cfg = tokio_postgres::Config::from_str(&rest).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))?;
+    if url.contains("://") {
+        cfg.ssl_mode(tls.mode);
+    } else {
+        tls.mode = cfg.get_ssl_mode();
+    }
+    Ok((cfg, tls))
 }
 
 /// `host:port/dbname` for messages: enough to find the server, never the password.
@@ -35,15 +43,16 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("postgres"))
 }
 
-fn pg_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Config> {
-    let mut cfg = parse_url(url).map_err(|m| Error::config(format!("database_url: {m}")))?;
+fn pg_config(url: &str, connect_timeout: Duration) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let (mut cfg, tls) = parse_url(url).map_err(|m| Error::config(format!("database_url: {m}")))?;
+    let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(|m| Error::config(format!("database_url: {m}")))?);
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(connect_timeout);
     }
     if cfg.get_application_name().is_none() {
         cfg.application_name("housekeep");
     }
-    Ok(cfg)
+    Ok((cfg, connector))
 }
 
 fn unreachable(cfg: &tokio_postgres::Config, cause: &str) -> Error {
@@ -52,8 +61,8 @@ fn unreachable(cfg: &tokio_postgres::Config, cause: &str) -> Error {
 
 /// One connection outside the pool (migrations, COPY), checked once.
 pub async fn connect_one(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Client> {
-    let cfg = pg_config(url, connect_timeout)?;
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| unreachable(&cfg, &describe_pg_error(&e)))?;
+    let (cfg, tls) = pg_config(url, connect_timeout)?;
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| unreachable(&cfg, &describe_pg_error(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %describe_pg_error(&e), "database connection closed");
@@ -65,8 +74,8 @@ pub async fn connect_one(url: &str, connect_timeout: Duration) -> Result<tokio_p
 /// The pool, after checking once that the database answers.
 pub async fn connect(config: &Config) -> Result<Pool> {
     let url = config.database_url()?;
-    let cfg = pg_config(url, config.db_connect_timeout.0)?;
-    let mgr = Manager::from_config(cfg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let (cfg, tls) = pg_config(url, config.db_connect_timeout.0)?;
+    let mgr = Manager::from_config(cfg.clone(), tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(mgr)
         .max_size(config.db_pool_size)
         .wait_timeout(Some(config.db_connect_timeout.0 * 3))
