@@ -140,13 +140,43 @@ fn pick(trial: usize, total: i64, max_delay: Duration) -> KillAt {
     }
 }
 
+/// Kills across the trials of one test: picks each trial's instant, learns the run time from the
+/// trials before, and counts the kills that landed while work was left.
+#[derive(Default)]
+struct Kills {
+    estimate: Duration,
+    mid_run: usize,
+}
+
+impl Kills {
+    /// Run `cmd` and SIGKILL it at this trial's instant; `progress_sql` counts the work done, out
+    /// of `total`. Returns the work done when it died.
+    async fn trial(&mut self, trial: usize, cmd: Command, c: &Client, progress_sql: &str, total: i64) -> i64 {
+        let at = pick(trial, total, self.estimate);
+        let (status, running, ran) = kill_during(cmd, c, progress_sql, at).await;
+        wait_for_housekeep_backends(c).await;
+        let done: i64 = c.query_one(progress_sql, &[]).await.unwrap().get(0);
+        eprintln!("trial {trial}: kill at {at:?} after {ran:?}: {status}, {done} of {total} done");
+        if let KillAt::Progress(_) = at {
+            self.estimate = self.estimate.max(ran.mul_f64(total as f64 / done.max(1) as f64).min(Duration::from_secs(5)));
+        }
+        if running && done < total {
+            self.mid_run += 1;
+        }
+        done
+    }
+
+    fn assert_some_mid_run(&self, task: &str) {
+        assert!(self.mid_run >= 1, "no trial killed {task} in the middle of its work");
+    }
+}
+
 /// SIGKILL `housekeep run expire` at random instants; after each crash and after running it again
 /// to completion, every expirable artifact is a row or exactly one queue row, never both nor
 /// neither, nothing else changed, and the project totals are exact.
 #[tokio::test]
 async fn sigkill_during_expire_loses_and_duplicates_nothing() {
-    let mut killed_mid_run = 0;
-    let mut estimate = Duration::ZERO;
+    let mut kills = Kills::default();
     for trial in 0..TRIALS {
         let db = TestDb::migrated().await;
         let t = TestStore::new(Backend::Local);
@@ -166,17 +196,7 @@ async fn sigkill_during_expire_loses_and_duplicates_nothing() {
         let mut cmd = command(&db, &t.url, &log);
         cmd.args(["run", "expire"]).env("HOUSEKEEP_TASKS_EXPIRE_BATCH_SIZE", "10");
         let progress = format!("SELECT count(*) - {queued_before} FROM ci_deleted_objects");
-        let at = pick(trial, expirable.len() as i64, estimate);
-        let (status, running, ran) = kill_during(cmd, &c, &progress, at).await;
-        wait_for_housekeep_backends(&c).await;
-        let moved: i64 = c.query_one(&progress, &[]).await.unwrap().get(0);
-        eprintln!("trial {trial}: kill at {at:?} after {ran:?}: {status}, moved {moved} of {}", expirable.len());
-        if let KillAt::Progress(_) = at {
-            estimate = estimate.max(ran.mul_f64(expirable.len() as f64 / moved.max(1) as f64).min(Duration::from_secs(5)));
-        }
-        if running && moved < expirable.len() as i64 {
-            killed_mid_run += 1;
-        }
+        kills.trial(trial, cmd, &c, &progress, expirable.len() as i64).await;
 
         // After the crash.
         let check = |when: &'static str| {
@@ -210,7 +230,7 @@ async fn sigkill_during_expire_loses_and_duplicates_nothing() {
         }
         assert_eq!(queued.values().sum::<i64>(), queued_before + expirable.len() as i64);
     }
-    assert!(killed_mid_run >= 1, "no trial killed expire in the middle of its work");
+    kills.assert_some_mid_run("expire");
 }
 
 /// Write a small object at each key (local store, straight to disk, four threads).
@@ -302,8 +322,7 @@ async fn sigkill_during_delete_objects_on_s3_loses_and_duplicates_nothing() {
 /// otherwise gone with exactly one queue row; totals stay exact. Running it again resolves all.
 #[tokio::test]
 async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
-    let mut killed_mid_run = 0;
-    let mut estimate = Duration::ZERO;
+    let mut kills = Kills::default();
     for trial in 0..TRIALS {
         let db = TestDb::migrated().await;
         let t = TestStore::new(Backend::Local);
@@ -350,17 +369,7 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
             ids.len(),
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
         );
-        let at = pick(trial, ids.len() as i64, estimate);
-        let (status, running, ran) = kill_during(cmd, &c, &progress, at).await;
-        wait_for_housekeep_backends(&c).await;
-        let resolved: i64 = c.query_one(&progress, &[]).await.unwrap().get(0);
-        eprintln!("trial {trial}: kill at {at:?} after {ran:?}: {status}, {resolved} of {} resolved", ids.len());
-        if let KillAt::Progress(_) = at {
-            estimate = estimate.max(ran.mul_f64(ids.len() as f64 / resolved.max(1) as f64).min(Duration::from_secs(5)));
-        }
-        if running && resolved < ids.len() as i64 {
-            killed_mid_run += 1;
-        }
+        kills.trial(trial, cmd, &c, &progress, ids.len() as i64).await;
 
         let check = |when: &'static str, complete: bool| {
             let (c, everything, fate, others) = (&c, &everything, &fate, &others);
@@ -387,7 +396,7 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
         assert!(o.success(), "second run: {o}\n{}", show_log(&log));
         check("after the second run", true).await;
     }
-    assert!(killed_mid_run >= 1, "no trial killed unknown in the middle of its work");
+    kills.assert_some_mid_run("unknown");
 }
 
 /// A store for one trial, kept alive (its directory or prefix) as long as the trial runs.
@@ -398,8 +407,7 @@ struct Dataset {
 }
 
 async fn sigkill_during_delete_objects(backend: Backend, trials: usize) {
-    let mut killed_mid_run = 0;
-    let mut estimate = Duration::ZERO;
+    let mut kills = Kills::default();
     for trial in 0..trials {
         let db = TestDb::migrated().await;
         // Local disk in /dev/shm where there is one, so the deletes are quick and kills land mid-run.
@@ -424,17 +432,7 @@ async fn sigkill_during_delete_objects(backend: Backend, trials: usize) {
         let mut cmd = command(&db, &t.url, &log);
         cmd.args(["run", "delete-objects"]).envs(env);
         let progress = format!("SELECT {total} - count(*) FROM ci_deleted_objects");
-        let at = pick(trial, total, estimate);
-        let (status, running, ran) = kill_during(cmd, &c, &progress, at).await;
-        wait_for_housekeep_backends(&c).await;
-        let done: i64 = c.query_one(&progress, &[]).await.unwrap().get(0);
-        eprintln!("trial {trial}: kill at {at:?} after {ran:?}: {status}, {done} of {total} rows done");
-        if let KillAt::Progress(_) = at {
-            estimate = estimate.max(ran.mul_f64(total as f64 / done.max(1) as f64).min(Duration::from_secs(5)));
-        }
-        if running && done < total {
-            killed_mid_run += 1;
-        }
+        kills.trial(trial, cmd, &c, &progress, total).await;
         check_delete_state(&c, &t.store, &queued, &live, "after SIGKILL").await;
 
         // Leases of the killed run end after 500 ms; then the same command finishes the job.
@@ -452,7 +450,7 @@ async fn sigkill_during_delete_objects(backend: Backend, trials: usize) {
             assert!(have.contains(k), "{k} is referenced by a row and was deleted");
         }
     }
-    assert!(killed_mid_run >= 1, "no trial killed delete-objects in the middle of its work");
+    kills.assert_some_mid_run("delete-objects");
 }
 
 fn sigterm(pid: u32) {
