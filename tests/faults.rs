@@ -504,8 +504,11 @@ async fn leases_claimed_ahead_are_renewed_before_their_batch_is_sent() {
     assert_eq!(counts.forwarded.len(), 20);
 }
 
-/// An S3 endpoint that answers every request with 503 Slow Down, counting the bulk deletes.
-async fn failing_s3_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// A fake S3 endpoint: `answer(request head, body)` gives each response's status line and XML
+/// body; the bulk deletes (POST ?delete) are counted.
+type Answer = fn(&str, &str) -> (&'static str, String);
+
+async fn fake_s3_endpoint(answer: Answer) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -544,9 +547,9 @@ async fn failing_s3_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) 
                 if head.starts_with("post ") && head.lines().next().unwrap_or("").contains("?delete") {
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
-                let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                let (status, body) = answer(&head, &String::from_utf8_lossy(&buf[head_end..]));
                 let resp = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -568,24 +571,12 @@ async fn transient_store_errors_are_retried_a_bounded_number_of_times_then_recor
     let p = fx.project().await;
     let key = housekeep::store::layout::final_key(p, &fixtures::upload_id());
     fx.queue(2, &key, "-1 minute").await;
-    let (endpoint, deletes) = failing_s3_endpoint().await;
-    let t0 = Instant::now();
-    let o = tokio::task::spawn_blocking({
-        let url = db.url.clone();
-        move || {
-            common::housekeep()
-                .args(["run", "delete-objects"])
-                .env("HOUSEKEEP_DATABASE_URL", url)
-                .env("HOUSEKEEP_STORE_URL", "s3://flaky-bucket")
-                .env("AWS_ENDPOINT_URL", &endpoint)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .output()
-                .unwrap()
-        }
+    let (endpoint, deletes) = fake_s3_endpoint(|_, _| {
+        ("503 Service Unavailable", "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into())
     })
-    .await
-    .unwrap();
+    .await;
+    let t0 = Instant::now();
+    let o = run_against(&endpoint, &db).await;
     let took = t0.elapsed();
     assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
     assert_eq!(deletes.load(std::sync::atomic::Ordering::SeqCst), 6, "one bulk delete and five retries");
@@ -595,4 +586,72 @@ async fn transient_store_errors_are_retried_a_bounded_number_of_times_then_recor
     let err: String = row.get(1);
     assert!(err.contains("503") || err.to_lowercase().contains("slow"), "last_error: {err}");
     assert!(row.get::<_, bool>(2), "the row backs off");
+}
+
+/// `housekeep run delete-objects` on `db`'s queue against a fake S3 endpoint.
+async fn run_against(endpoint: &str, db: &TestDb) -> std::process::Output {
+    let (endpoint, url) = (endpoint.to_string(), db.url.clone());
+    tokio::task::spawn_blocking(move || {
+        common::housekeep()
+            .args(["run", "delete-objects"])
+            .env("HOUSEKEEP_DATABASE_URL", url)
+            .env("HOUSEKEEP_STORE_URL", "s3://partial-bucket")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A bulk delete reply that reports some keys as failed (200 with <Error> entries): only the
+/// rows of keys reported deleted go; the others keep their row with the store's error code and
+/// back off (guarantee 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_a_bulk_delete_reports_as_failed_keep_their_rows() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        // The key's last segment starts with "dead" for the keys the endpoint refuses.
+        let u = fixtures::upload_id();
+        let id = format!("{}{}{}", &u[..4], if i % 3 == 0 { "dead" } else { "beef" }, &u[8..]);
+        let key = housekeep::store::layout::final_key(p, &id);
+        fx.queue(2, &key, "-1 minute").await;
+        keys.push(key);
+    }
+    let (endpoint, deletes) = fake_s3_endpoint(|_, body| {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult>");
+        for part in body.split("<Key>").skip(1) {
+            let key = part.split("</Key>").next().unwrap_or_default();
+            if key.rsplit('/').next().unwrap_or_default().starts_with("dead") {
+                out += &format!("<Error><Key>{key}</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>");
+            } else {
+                out += &format!("<Deleted><Key>{key}</Key></Deleted>");
+            }
+        }
+        ("200 OK", out + "</DeleteResult>")
+    })
+    .await;
+    let o = run_against(&endpoint, &db).await;
+    assert_eq!(o.status.code(), Some(3), "partial: {}", common::stderr(&o));
+    assert_eq!(deletes.load(std::sync::atomic::Ordering::SeqCst), 1, "six keys, one bulk request");
+    let left: HashMap<String, (i32, String)> = c
+        .query("SELECT store_dir || '/' || file, attempts, last_error FROM ci_deleted_objects", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let denied: HashSet<String> = keys.iter().filter(|k| k.rsplit('/').next().unwrap().starts_with("dead")).cloned().collect();
+    assert_eq!(denied.len(), 2);
+    assert_eq!(left.keys().cloned().collect::<HashSet<_>>(), denied, "exactly the denied keys keep their rows");
+    for (k, (attempts, err)) in &left {
+        assert_eq!(*attempts, 1, "{k}");
+        assert!(err.contains("AccessDenied"), "{k}: {err}");
+    }
 }
