@@ -1,5 +1,5 @@
 //! Crashes and signals with the real binary (guarantee 5): SIGKILL at random instants during
-//! `housekeep run expire`, `unknown` and `delete-objects` (local disk and S3), then the same command again to
+//! `housekeep run expire`, `unknown`, `stale-uploads` and `delete-objects` (local disk and S3), then the same command again to
 //! completion, must lose nothing and duplicate nothing; SIGTERM stops a run or the worker
 //! cleanly, giving back unused leases.
 
@@ -397,6 +397,72 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
         check("after the second run", true).await;
     }
     kills.assert_some_mid_run("unknown");
+}
+
+/// SIGKILL `housekeep run stale-uploads` at random instants. An object goes before its entry, so
+/// after a crash every stale entry either still exists or is gone with its object; young entries
+/// and objects an artifact row references stay; running it again clears every stale entry.
+#[tokio::test]
+async fn sigkill_during_stale_uploads_deletes_no_entry_before_its_object() {
+    const N: usize = 600;
+    let mut kills = Kills::default();
+    for trial in 0..TRIALS {
+        let db = TestDb::migrated().await;
+        let t = fixtures::shm_store();
+        let c = db.client().await;
+        let fx = fixtures::Fx { c: &c };
+        let p = fx.project().await;
+        let (mut stale, mut young) = (Vec::new(), Vec::new());
+        for i in 0..N + 20 {
+            let key = layout::final_key(p, &fixtures::upload_id());
+            if i < N {
+                fx.pending_upload(&key, "4 hours").await;
+                stale.push(key);
+            } else {
+                fx.pending_upload(&key, "10 minutes").await;
+                young.push(key);
+            }
+        }
+        // A stale entry whose object an artifact row took after all: only the entry goes.
+        let pl = fx.pipeline(p, "main", "success", 0).await;
+        let j = fx.job(p, pl).await;
+        let saved = fx.artifact(fixtures::Art::new(p, j).final_path()).await;
+        fx.pending_upload(&saved.key, "5 hours").await;
+        let all: Vec<String> = stale.iter().chain(&young).chain([&saved.key]).cloned().collect();
+        write_objects(&t.store, &all).await;
+
+        let log = log_path("stale");
+        let env = [("HOUSEKEEP_TASKS_STALE_UPLOADS_BATCH_SIZE", "10")];
+        let mut cmd = command(&db, &t.url, &log);
+        cmd.args(["run", "stale-uploads"]).envs(env);
+        let progress = format!("SELECT {} - count(*) FROM pending_direct_uploads", N + 21);
+        kills.trial(trial, cmd, &c, &progress, N as i64 + 1).await;
+
+        let check = |when: &'static str| {
+            let (c, store, stale, young, saved) = (&c, &t.store, &stale, &young, &saved.key);
+            async move {
+                let entries: HashSet<String> =
+                    c.query("SELECT object_key FROM pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+                let have = objects(store).await;
+                for k in stale {
+                    assert!(entries.contains(k) || !have.contains(k), "{when}: entry of {k} removed but its object exists");
+                }
+                for k in young {
+                    assert!(entries.contains(k) && have.contains(k), "{when}: young upload {k} was touched");
+                }
+                assert!(have.contains(saved), "{when}: the object an artifact row references was deleted");
+                entries
+            }
+        };
+        check("after SIGKILL").await;
+        let o = command(&db, &t.url, &log).args(["run", "stale-uploads"]).envs(env).status().unwrap();
+        assert!(o.success(), "second run: {o}\n{}", show_log(&log));
+        let entries = check("after the second run").await;
+        assert_eq!(entries, young.iter().cloned().collect::<HashSet<_>>(), "only the young entries are left");
+        let have = objects(&t.store).await;
+        assert!(stale.iter().all(|k| !have.contains(k)), "stale objects left after a complete run");
+    }
+    kills.assert_some_mid_run("stale-uploads");
 }
 
 /// A store for one trial, kept alive (its directory or prefix) as long as the trial runs.
