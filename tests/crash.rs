@@ -1,7 +1,7 @@
 //! Crashes and signals with the real binary (guarantee 5): SIGKILL at random instants during
-//! `housekeep run expire`, `unknown`, `stale-uploads` and `delete-objects` (local disk and S3), then the same command again to
-//! completion, must lose nothing and duplicate nothing; SIGTERM stops a run or the worker
-//! cleanly, giving back unused leases.
+//! `housekeep run expire`, `unknown`, `stale-uploads`, `unlock` and `delete-objects` (local disk
+//! and S3), then the same command again to completion, must lose nothing and duplicate nothing;
+//! SIGTERM stops a run or the worker cleanly, giving back unused leases.
 
 mod common;
 mod fixtures;
