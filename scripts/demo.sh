@@ -9,6 +9,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 DEMO=${HOUSEKEEP_DEMO_DIR:-/var/tmp/housekeep-demo}
+# The variable names this script's directory, not a housekeep setting: housekeep refuses unknown
+# HOUSEKEEP_* variables, so it does not reach it.
+unset HOUSEKEEP_DEMO_DIR
 if [ "${1:-}" = "stop" ]; then
   stop_postgres "$DEMO/pg"
   log "stopped"
