@@ -48,27 +48,24 @@ pub struct Tls {
 /// Key/value connection strings pass through unchanged (tokio-postgres reads their `sslmode`).
 pub fn split_url(url: &str) -> Result<(String, Tls), String> {
     let mut tls = Tls { mode: SslMode::Prefer, verify: Verify::None, root_cert: None };
-    if !url.contains("://") {
-        return Ok((url.to_string(), tls));
-    }
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return Ok((url.to_string(), tls));
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) if url.contains("://") => (b, q),
+        _ => return Ok((url.to_string(), tls)),
     };
+    // The other parameters are kept byte for byte: tokio-postgres decodes them itself.
+    let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
     let mut mode: Option<String> = None;
     let mut root: Option<String> = None;
-    let mut rest: Vec<(String, String)> = Vec::new();
-    for (k, v) in parsed.query_pairs() {
-        match &*k {
-            "sslmode" => mode = Some(v.into_owned()),
-            "sslrootcert" => root = Some(v.into_owned()),
-            _ => rest.push((k.into_owned(), v.into_owned())),
+    let mut rest: Vec<&str> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match decode(k).as_str() {
+            "sslmode" => mode = Some(decode(v)),
+            "sslrootcert" => root = Some(decode(v)),
+            _ => rest.push(pair),
         }
     }
-    if rest.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(rest);
-    }
+    let rebuilt = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
     (tls.mode, tls.verify) = match mode.as_deref().unwrap_or("prefer") {
         "disable" => (SslMode::Disable, Verify::None),
         "prefer" => (SslMode::Prefer, Verify::None),
@@ -89,7 +86,7 @@ pub fn split_url(url: &str) -> Result<(String, Tls), String> {
             }
         }
     }
-    Ok((parsed.to_string(), tls))
+    Ok((rebuilt, tls))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -246,5 +243,12 @@ mod tests {
         let (_, tls) = split_url("postgres://db/hk").unwrap();
         assert_eq!((tls.mode, tls.verify), (SslMode::Prefer, Verify::None));
         assert!(split_url("postgres://db/hk?sslmode=allow").unwrap_err().contains("\"allow\""));
+        // Everything else is kept as written, percent-encoding included.
+        let (url, tls) =
+            split_url("postgres://u:p%40ss@db/hk?options=-c%20statement_timeout%3D5s&sslrootcert=%2Fetc%2Fca.pem&sslmode=require").unwrap();
+        assert_eq!(url, "postgres://u:p%40ss@db/hk?options=-c%20statement_timeout%3D5s");
+        assert_eq!(tls.root_cert, Some("/etc/ca.pem".into()));
+        let url = "postgres://u:p%40ss@db/hk?options=-c%20a%3Db";
+        assert_eq!(split_url(url).unwrap().0, url);
     }
 }
