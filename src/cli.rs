@@ -272,17 +272,18 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
         Command::Expedite(a) => {
             let ctx = context(config).await?;
             let client = ctx.pool.get().await?;
-            let r = client
-                .query_one("SELECT count(*), COALESCE(sum(size), 0)::bigint FROM ci_deleted_objects", &[])
-                .await?;
-            let (n, bytes): (i64, i64) = (r.get(0), r.get(1));
+            let q = crate::tasks::delete_objects::queue_now(&client).await?;
+            let n = q.queued;
             if a.dry_run {
-                println!("expedite (dry run): would delete {n} queued objects ({bytes} bytes)");
+                println!(
+                    "expedite (dry run): would delete {} queued objects ({} bytes); {} of them leased by a running delete-objects",
+                    q.queued, q.bytes, q.leased
+                );
                 return Ok(());
             }
-            let made_ready = client.execute("UPDATE ci_deleted_objects SET pick_up_at = now() WHERE pick_up_at > now()", &[]).await?;
+            let made_ready = crate::tasks::delete_objects::make_ready(&client).await?;
             drop(client);
-            tracing::info!(made_ready, queued = n, "every queued object is ready now");
+            tracing::info!(made_ready, queued = n, leased_elsewhere = q.leased, "every queued object not leased by another run is ready now");
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
                 let p = indicatif::ProgressBar::new(n as u64);
                 p.set_style(

@@ -7,160 +7,18 @@ mod common;
 mod fixtures;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 use housekeep::store::{Store, Stores};
 use housekeep::tasks::{Outcome, Task};
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
-use sha2::{Digest, Sha256};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use common::{Backend, TestDb, TestStore};
+use fixtures::faulty::{faulty_store, slow_queue, Faulty};
 use fixtures::Fx;
-
-#[derive(Default)]
-struct Counts {
-    /// Delete attempts per full key (failed ones included).
-    attempts: HashMap<String, u32>,
-    /// Deletes passed on to the inner store per full key.
-    forwarded: HashMap<String, u32>,
-    /// Keys whose attempt N failed: (key, N).
-    failed: Vec<(String, u32)>,
-    /// Deletes in flight in the inner store now, and at most.
-    in_flight: usize,
-    max_in_flight: usize,
-}
-
-/// Wraps a store; fails `fail_percent`% of delete attempts, chosen by a hash of the key and the
-/// attempt number, so a key that failed may succeed on its next attempt.
-struct Faulty {
-    inner: Arc<dyn ObjectStore>,
-    fail_percent: u64,
-    /// Added to every delete passed on, as a network round trip would.
-    delay: Duration,
-    counts: Arc<Mutex<Counts>>,
-}
-
-impl Faulty {
-    fn new(inner: Arc<dyn ObjectStore>, fail_percent: u64) -> Faulty {
-        Faulty { inner, fail_percent, delay: Duration::ZERO, counts: Arc::default() }
-    }
-}
-
-fn should_fail(key: &str, attempt: u32, percent: u64) -> bool {
-    let h = Sha256::digest(format!("{key}#{attempt}").as_bytes());
-    u64::from_le_bytes(h[..8].try_into().unwrap()) % 100 < percent
-}
-
-impl fmt::Debug for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
-impl fmt::Display for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Faulty {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        let (inner, counts, percent, delay) = (self.inner.clone(), self.counts.clone(), self.fail_percent, self.delay);
-        locations
-            .map(move |loc| {
-                let (inner, counts) = (inner.clone(), counts.clone());
-                async move {
-                    let loc = loc?;
-                    let key = loc.to_string();
-                    let fail = {
-                        let mut c = counts.lock().unwrap();
-                        let attempt = {
-                            let n = c.attempts.entry(key.clone()).or_insert(0);
-                            *n += 1;
-                            *n
-                        };
-                        let fail = should_fail(&key, attempt, percent);
-                        if fail {
-                            c.failed.push((key.clone(), attempt));
-                        } else {
-                            *c.forwarded.entry(key.clone()).or_insert(0) += 1;
-                        }
-                        fail
-                    };
-                    if fail {
-                        return Err(object_store::Error::Generic {
-                            store: "faulty",
-                            source: format!("injected failure deleting {key}").into(),
-                        });
-                    }
-                    {
-                        let mut c = counts.lock().unwrap();
-                        c.in_flight += 1;
-                        c.max_in_flight = c.max_in_flight.max(c.in_flight);
-                    }
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let result = inner.delete(&loc).await;
-                    counts.lock().unwrap().in_flight -= 1;
-                    result.map(|()| loc)
-                }
-            })
-            .buffered(16)
-            .boxed()
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-/// A store whose deletes go through a `Faulty` wrapper, plus the wrapper's counters.
-fn faulty_store(t: &TestStore, percent: u64, bulk: bool) -> (Store, Arc<Mutex<Counts>>) {
-    let f = Faulty::new(t.inner(), percent);
-    let counts = f.counts.clone();
-    (Store::from_parts(Arc::new(f), t.store.prefix(), &format!("faulty+{}", t.url), bulk), counts)
-}
 
 /// Every full key in the store, in one listing.
 async fn listed(store: &Store) -> HashSet<String> {
@@ -382,27 +240,6 @@ async fn three_workers_delete_100000_objects_exactly_once() {
     assert_eq!(counts.forwarded.len() as i64, N, "objects whose delete reached the store");
     let twice: Vec<(&String, &u32)> = counts.forwarded.iter().filter(|(_, n)| **n != 1).take(10).collect();
     assert!(twice.is_empty(), "objects deleted more than once (guarantee 6): {twice:?}");
-}
-
-/// A queue of `n` ready objects on local disk, behind a wrapper whose deletes take `delay`.
-async fn slow_queue(n: usize, delay: Duration) -> (TestDb, TestStore, Store, Arc<Mutex<Counts>>) {
-    let db = TestDb::migrated().await;
-    let t = TestStore::new(Backend::Local);
-    {
-        let c = db.client().await;
-        let fx = Fx { c: &c };
-        let p = fx.project().await;
-        for _ in 0..n {
-            let k = housekeep::store::layout::final_key(p, &fixtures::upload_id());
-            fixtures::put(&t.store, &k).await;
-            fx.queue(2, &k, "-1 minute").await;
-        }
-    }
-    let mut f = Faulty::new(t.inner(), 0);
-    f.delay = delay;
-    let counts = f.counts.clone();
-    let store = Store::from_parts(Arc::new(f), "", "slow+file://", false);
-    (db, t, store, counts)
 }
 
 /// Deletes go out with bounded concurrency: never more than `store_concurrency` at once, and

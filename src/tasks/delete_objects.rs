@@ -1,7 +1,7 @@
 //! `delete-objects`: remove queued files from the stores, then their queue rows.
 //!
 //! A batch claims ready rows (`pick_up_at < now`) with a lease (`pick_up_at = now + lease`,
-//! `FOR UPDATE SKIP LOCKED`), so several workers split the queue without a coordinator and a
+//! `FOR UPDATE SKIP LOCKED`, marked in `leased_until` so that `expedite` leaves it alone), so several workers split the queue without a coordinator and a
 //! crashed worker's rows come back when the lease ends. The claim commits before any store call:
 //! no network call happens inside a transaction. Rows whose key a live artifact row still
 //! references are dropped from the queue without touching the object. Objects are deleted in
@@ -26,14 +26,14 @@ WITH c AS (
   SELECT id, pick_up_at FROM ci_deleted_objects
   WHERE pick_up_at < now() AND id <> ALL($3) ORDER BY pick_up_at LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $2)
+UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
 FROM c WHERE d.id = c.id
 RETURNING d.id, d.file_store, d.store_dir, d.file, d.size, d.created_at, c.pick_up_at, d.pick_up_at";
 
 /// Extend the leases of a claimed batch about to be sent, for the rows still leased to this run
 /// (`pick_up_at` as this run set it); the rows returned are the ones still ours.
 const RENEW: &str = "
-UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $3)
+UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $3), leased_until = now() + make_interval(secs => $3)
 FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, ours) WHERE d.id = f.id AND d.pick_up_at = f.ours
 RETURNING d.id, d.pick_up_at";
 
@@ -52,14 +52,14 @@ WHERE o.id = ANY($1) AND (
 const DONE: &str = "DELETE FROM ci_deleted_objects WHERE id = ANY($1)";
 
 const FAILED: &str = "
-UPDATE ci_deleted_objects d SET attempts = d.attempts + 1, last_error = f.err,
+UPDATE ci_deleted_objects d SET attempts = d.attempts + 1, last_error = f.err, leased_until = NULL,
   pick_up_at = now() + LEAST(make_interval(secs => $3) * power(2, LEAST(d.attempts, 20)), make_interval(secs => $4))
 FROM unnest($1::bigint[], $2::text[]) AS f(id, err) WHERE d.id = f.id";
 
 /// Rows another worker claimed after this run's lease ended, or whose lease this run no longer
 /// holds, are left alone.
 const GIVE_BACK: &str = "
-UPDATE ci_deleted_objects d SET pick_up_at = f.old
+UPDATE ci_deleted_objects d SET pick_up_at = f.old, leased_until = NULL
 FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS f(id, old, ours)
 WHERE d.id = f.id AND d.pick_up_at = f.ours";
 
@@ -314,4 +314,36 @@ fn truncate(s: &str, n: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// What `expedite` found in the queue before draining it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueNow {
+    pub queued: i64,
+    pub bytes: i64,
+    /// Rows another run holds a lease on: left to it, never made ready under it.
+    pub leased: i64,
+}
+
+const QUEUE_NOW: &str = "
+SELECT count(*), COALESCE(sum(size), 0)::bigint, count(*) FILTER (WHERE leased_until > now())
+FROM ci_deleted_objects";
+
+/// Every queued row that no run holds a lease on becomes ready now. A row leased meanwhile is
+/// re-checked by PostgreSQL after the claim commits (READ COMMITTED), so a fresh lease is never
+/// shortened either.
+const MAKE_READY: &str = "
+UPDATE ci_deleted_objects SET pick_up_at = now()
+WHERE pick_up_at > now() AND (leased_until IS NULL OR leased_until <= now())";
+
+/// The queue as it stands (`expedite --dry-run`).
+pub async fn queue_now(client: &tokio_postgres::Client) -> Result<QueueNow> {
+    let r = client.query_one(QUEUE_NOW, &[]).await?;
+    Ok(QueueNow { queued: r.get(0), bytes: r.get(1), leased: r.get(2) })
+}
+
+/// `expedite`: make every queued row ready now, except the rows other runs hold leases on;
+/// returns how many rows were made ready.
+pub async fn make_ready(client: &tokio_postgres::Client) -> Result<u64> {
+    Ok(client.execute(MAKE_READY, &[]).await?)
 }

@@ -33,11 +33,11 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         let rows = match client.query(&stmt, &[&start, &limit]).await {
             Ok(rows) => rows,
             Err(e) => {
-                audit.finish().await;
+                let _ = audit.finish().await;
                 return Err(e.into());
             }
         };
-        let (n, bytes) = audit.push(rows).await;
+        let (n, bytes) = audit.push(rows).await?;
         run.report.add("expired", n);
         run.report.add("expired_bytes", bytes);
         run.ctx.metrics.artifacts_expired.inc_by(n as u64);
@@ -46,6 +46,5 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             break;
         }
     }
-    audit.finish().await;
-    Ok(())
+    audit.finish().await
 }

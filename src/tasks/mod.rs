@@ -13,16 +13,18 @@ pub mod unknown;
 pub mod unlock;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use futures::FutureExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::{Config, TaskConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::Stores;
 
@@ -102,6 +104,18 @@ pub enum Outcome {
     Partial,
     /// Shutdown was requested mid-run; the work done is kept.
     Interrupted,
+}
+
+impl Outcome {
+    /// The `outcome` label of the metrics and of `housekeep_runs`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Skipped => "skipped",
+            Outcome::Partial => "partial",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// What a run did (or, in a dry run, would do).
@@ -185,10 +199,60 @@ pub struct RunOptions {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
-/// Run one task now.
+/// Run one task now. Every run that gets as far as asking for a connection is counted in
+/// `housekeep_task_runs_total`, failures included (a database that is down, a panic).
 pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> {
-    let cfg = task.config(&ctx.config);
     let started = Instant::now();
+    let result = run_locked(ctx, task, &opts, started).await;
+    let m = &ctx.metrics;
+    let outcome = match &result {
+        Ok(report) => report.outcome.label(),
+        Err(_) => "failure",
+    };
+    m.task_runs.with_label_values(&[task.name(), outcome]).inc();
+    if outcome == "skipped" {
+        return result;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    m.task_duration.with_label_values(&[task.name()]).observe(seconds);
+    if !opts.dry_run && matches!(outcome, "success" | "partial") {
+        m.task_last_success.with_label_values(&[task.name()]).set(chrono::Utc::now().timestamp() as f64);
+    }
+    if let Err(e) = refresh_backlog(ctx).await {
+        tracing::warn!(error = %e, "could not refresh backlog gauges");
+    }
+    match result {
+        Ok(mut report) => {
+            report.seconds = seconds;
+            tracing::info!(task = task.name(), run_id = report.run_id, outcome, counts = ?report.counts, seconds, "run finished");
+            Ok(report)
+        }
+        Err(e) => {
+            tracing::error!(task = task.name(), error = %e, "run failed");
+            Err(e)
+        }
+    }
+}
+
+/// Close the runs whose process is gone (SIGKILL, a lost connection) as `interrupted`: their
+/// backend no longer exists (or its pid now belongs to a newer backend). Holding a task's lock
+/// also proves that no other run of that task is alive, which covers rows without a backend pid.
+const CLOSE_INTERRUPTED: &str = "
+UPDATE housekeep_runs r SET finished_at = now(), outcome = 'interrupted'
+WHERE r.finished_at IS NULL
+  AND ((r.task = $1 AND $2)
+       OR (r.backend_pid IS NOT NULL AND NOT EXISTS (
+             SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid AND a.backend_start <= r.started_at)))";
+
+const START_RUN: &str = "
+INSERT INTO housekeep_runs (task, dry_run, host, backend_pid) VALUES ($1, $2, $3, pg_backend_pid()) RETURNING id";
+
+const FINISH_RUN: &str = "UPDATE housekeep_runs SET finished_at = now(), outcome = $2, stats = $3 WHERE id = $1";
+
+/// Take the task's lock, record the run, run the task, record how it ended and give the lock
+/// back, also when the task failed or panicked.
+async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Instant) -> Result<Report> {
+    let cfg = task.config(&ctx.config);
     let budget = opts.time_budget.unwrap_or(cfg.time_budget.0);
     let mut report = Report {
         task,
@@ -202,31 +266,30 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
 
     // The lock lives on a connection of its own, held for the whole run.
     let lock_conn = ctx.pool.get().await?;
-    if let Some(key) = task.lock_key() {
+    let lock = task.lock_key();
+    if let Some(key) = lock {
         let got: bool = lock_conn.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await?.get(0);
         if !got {
             report.outcome = Outcome::Skipped;
             report.stopped = "locked";
-            ctx.metrics.task_runs.with_label_values(&[task.name(), "skipped"]).inc();
             tracing::info!(task = task.name(), "skipped: another run holds the lock");
             return Ok(report);
         }
     }
-    let run_id: i64 = match lock_conn
-        .query_one(
-            "INSERT INTO housekeep_runs (task, dry_run, host) VALUES ($1, $2, $3) RETURNING id",
-            &[&task.name(), &opts.dry_run, &hostname()],
-        )
-        .await
-    {
-        Ok(row) => row.get(0),
+    let recorded = async {
+        let closed = lock_conn.execute(CLOSE_INTERRUPTED, &[&task.name(), &lock.is_some()]).await?;
+        if closed > 0 {
+            tracing::warn!(task = task.name(), closed, "closed runs whose process is gone as interrupted");
+        }
+        let row = lock_conn.query_one(START_RUN, &[&task.name(), &opts.dry_run, &hostname()]).await?;
+        Ok::<i64, Error>(row.get(0))
+    }
+    .await;
+    let run_id = match recorded {
+        Ok(id) => id,
         Err(e) => {
-            // The pool keeps the connection: a session lock left on it would skip this task
-            // until the connection closes.
-            if let Some(key) = task.lock_key() {
-                let _ = lock_conn.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
-            }
-            return Err(e.into());
+            release(lock_conn, lock).await;
+            return Err(e);
         }
     };
     report.run_id = Some(run_id);
@@ -235,60 +298,57 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
         task,
         cfg,
         dry_run: opts.dry_run,
-        deadline: started + budget,
+        deadline: started.checked_add(budget).unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400)),
         audit: Audit::new(run_id, task),
         report,
         progress: opts.progress.clone(),
     };
     tracing::info!(task = task.name(), run_id, dry_run = opts.dry_run, "run started");
-    let result = match task {
-        Task::Unlock => unlock::run(&mut r).await,
-        Task::Unknown => unknown::run(&mut r).await,
-        Task::Expire => expire::run(&mut r).await,
-        Task::DeleteObjects => delete_objects::run(&mut r).await,
-        Task::StaleUploads => stale_uploads::run(&mut r).await,
+    let body = async {
+        match task {
+            Task::Unlock => unlock::run(&mut r).await,
+            Task::Unknown => unknown::run(&mut r).await,
+            Task::Expire => expire::run(&mut r).await,
+            Task::DeleteObjects => delete_objects::run(&mut r).await,
+            Task::StaleUploads => stale_uploads::run(&mut r).await,
+        }
+    };
+    // A panic must not leave the lock on a pooled connection (the task would be skipped until
+    // that connection closes, on every replica): it becomes this run's failure.
+    let result = match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(Error::other(format!("the {task} run panicked ({}); it was stopped and its lock released", panic_message(&*panic)))),
     };
     let mut report = r.report;
     report.seconds = started.elapsed().as_secs_f64();
     let outcome = match &result {
-        Ok(()) => match report.outcome {
-            Outcome::Success => "success",
-            Outcome::Partial => "partial",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Skipped => "skipped",
-        },
+        Ok(()) => report.outcome.label(),
         Err(_) => "failure",
     };
     let stats = serde_json::to_value(&report.counts).unwrap_or_default();
-    let _ = lock_conn
-        .execute(
-            "UPDATE housekeep_runs SET finished_at = now(), outcome = $2, stats = $3 WHERE id = $1",
-            &[&run_id, &outcome, &stats],
-        )
-        .await;
-    if let Some(key) = task.lock_key() {
-        let _ = lock_conn.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+    if let Err(e) = lock_conn.execute(FINISH_RUN, &[&run_id, &outcome, &stats]).await {
+        tracing::warn!(task = task.name(), run_id, error = %e, "could not record the end of the run");
     }
-    drop(lock_conn);
-    let m = &ctx.metrics;
-    m.task_runs.with_label_values(&[task.name(), outcome]).inc();
-    m.task_duration.with_label_values(&[task.name()]).observe(report.seconds);
-    if !opts.dry_run && matches!(outcome, "success" | "partial") {
-        m.task_last_success.with_label_values(&[task.name()]).set(chrono::Utc::now().timestamp() as f64);
+    release(lock_conn, lock).await;
+    result.map(|()| report)
+}
+
+/// Give a task's advisory lock back. When that cannot be confirmed, the connection is taken out
+/// of the pool and closed, which releases the lock in the server.
+async fn release(conn: deadpool_postgres::Object, lock: Option<i64>) {
+    let Some(key) = lock else { return };
+    let released = conn.query_one("SELECT pg_advisory_unlock($1)", &[&key]).await.map(|r| r.get::<_, bool>(0));
+    if !matches!(released, Ok(true)) {
+        drop(deadpool_postgres::Object::take(conn));
     }
-    if let Err(e) = refresh_backlog(ctx).await {
-        tracing::warn!(error = %e, "could not refresh backlog gauges");
-    }
-    match result {
-        Ok(()) => {
-            tracing::info!(task = task.name(), run_id, outcome, counts = ?report.counts, seconds = report.seconds, "run finished");
-            Ok(report)
-        }
-        Err(e) => {
-            tracing::error!(task = task.name(), run_id, error = %e, "run failed");
-            Err(e)
-        }
-    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// Backlog gauges: what is waiting for each task.
@@ -366,9 +426,10 @@ impl MovedAudit {
     }
 
     /// Count a batch's rows and bytes now and audit them in the background; returns (rows, bytes).
-    pub(crate) async fn push(&mut self, rows: Vec<tokio_postgres::Row>) -> (i64, i64) {
+    /// Fails when the previous batch's records could not be written.
+    pub(crate) async fn push(&mut self, rows: Vec<tokio_postgres::Row>) -> Result<(i64, i64)> {
         let counts = (rows.len() as i64, rows.iter().map(|r| r.get::<_, i64>(4)).sum());
-        self.finish().await;
+        self.finish().await?;
         if !rows.is_empty() {
             let (audit, action, reason) = (self.audit.clone(), self.action, self.reason);
             self.behind = Some(tokio::task::spawn_blocking(move || {
@@ -377,14 +438,14 @@ impl MovedAudit {
                 }
             }));
         }
-        counts
+        Ok(counts)
     }
 
-    pub(crate) async fn finish(&mut self) {
-        if let Some(h) = self.behind.take()
-            && let Err(e) = h.await
-        {
-            tracing::error!(error = %e, "writing audit records failed");
+    /// Wait for the records of the last batch; a run whose records were lost fails.
+    pub(crate) async fn finish(&mut self) -> Result<()> {
+        match self.behind.take() {
+            Some(h) => h.await.map_err(|e| Error::other(format!("writing audit records failed: {e}"))),
+            None => Ok(()),
         }
     }
 }

@@ -64,11 +64,11 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) => {
-                audit.finish().await;
+                let _ = audit.finish().await;
                 return Err(e);
             }
         };
-        let (removed, bytes) = audit.push(removed_rows).await;
+        let (removed, bytes) = audit.push(removed_rows).await?;
         run.report.add("locked", locked);
         run.report.add("removed", removed);
         run.report.add("removed_bytes", bytes);
@@ -84,8 +84,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             break;
         }
     }
-    audit.finish().await;
-    Ok(())
+    audit.finish().await
 }
 
 /// One batch in one transaction: pick the oldest unknown rows, lock or remove them, unlock the
