@@ -6,6 +6,7 @@
 //! three layers cannot drift apart. Unknown keys and unknown `HOUSEKEEP_*` variables are errors
 //! that name the key; every later error names the key and the layer that set it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -210,11 +211,12 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
     if let Some(path) = &path {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
-        // Parsed once as the typed struct for precise messages (line, column, unknown key)…
-        toml::from_str::<Config>(&text)
-            .map_err(|e| Error::config(format!("config file {}: {}", path.display(), one_line(&e.to_string()))))?;
+        // Parsed once as the typed struct for precise messages (line, column, key)…
+        let de = toml::Deserializer::parse(&text).map_err(|e| file_error(path, &text, None, &e))?;
+        serde_path_to_error::deserialize::<_, Config>(de)
+            .map_err(|e| file_error(path, &text, Some(e.path().to_string()), e.inner()))?;
         // …and once as a table to layer the environment and flags over it.
-        let file_table = toml::from_str::<Table>(&text).map_err(|e| Error::config(e.to_string()))?;
+        let file_table = toml::from_str::<Table>(&text).map_err(|e| file_error(path, &text, None, &e))?;
         for key in leaf_keys(&file_table, "") {
             sources.insert(key, Source::File(path.clone()));
         }
@@ -246,15 +248,50 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let source = sources.get(&key).cloned().unwrap_or(Source::Default);
-        Error::config(format!("{key} (from {source}): {}", e.inner()))
+        Error::config(format!("{key} (from {source}): {}", escape_controls(&without_quoted_string(e.inner().message()))))
     })?;
     let loaded = Loaded { config, sources };
     validate(&loaded)?;
     Ok(loaded)
 }
 
-fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+/// A TOML error as line, column, key and the parser's message. The `toml` crate's own display
+/// quotes the offending source line, which may be the one holding the password, so it is not
+/// used; string values quoted by serde ("invalid type: string \"…\"") are left out too.
+fn file_error(path: &Path, text: &str, key: Option<String>, e: &toml::de::Error) -> Error {
+    let mut msg = format!("config file {}", path.display());
+    if let Some(span) = e.span() {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        msg.push_str(&format!(", line {line}, column {column}"));
+    }
+    if let Some(key) = key.filter(|k| !k.is_empty() && k != "." && k != "?") {
+        msg.push_str(&format!(", key {}", escape_controls(&key)));
+    }
+    msg.push_str(&format!(": {}", escape_controls(&without_quoted_string(e.message()))));
+    Error::config(msg)
+}
+
+/// serde's "invalid type: string \"x\", expected …" without the string.
+fn without_quoted_string(m: &str) -> Cow<'_, str> {
+    for lead in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(rest) = m.strip_prefix(lead)
+            && let Some(end) = rest.rfind("\", expected")
+        {
+            return format!("{}a string{}", &lead[..lead.len() - "string \"".len()], &rest[end + 1..]).into();
+        }
+    }
+    m.into()
+}
+
+/// Control characters as escapes, so that a key or value never reaches a terminal raw.
+fn escape_controls(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect::<String>().into()
+    } else {
+        s.into()
+    }
 }
 
 /// The environment variable of a dotted key.
@@ -404,33 +441,10 @@ impl Config {
     }
 }
 
-/// A URL or libpq connection string with its password (and any other secret) replaced.
+/// A URL or libpq connection string with its password (and any other secret) replaced; see
+/// [`crate::db::conninfo::redact`] for the rules.
 pub fn redact_url(s: &str) -> String {
-    const SECRET_PARAMS: &[&str] = &["password", "sslpassword", "secret", "token", "access_key", "secret_access_key"];
-    if let Ok(mut u) = url::Url::parse(s) {
-        if u.password().is_some() {
-            let _ = u.set_password(Some("REDACTED"));
-        }
-        if u.query().is_some() {
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .map(|(k, v)| {
-                    let secret = SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str());
-                    (k.into_owned(), if secret { "REDACTED".into() } else { v.into_owned() })
-                })
-                .collect();
-            u.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        return u.to_string();
-    }
-    // libpq key=value form
-    s.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => format!("{k}=REDACTED"),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::db::conninfo::redact(s)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! Every statement binds its parameters; none is assembled from values.
 
+pub mod conninfo;
 pub mod migrate;
 pub mod tls;
 
@@ -15,15 +16,26 @@ use crate::config::Config;
 use crate::error::{describe_pg_error, Error, Result};
 
 /// Parse a PostgreSQL URL or libpq string with its TLS settings ([`tls`]), with an error that
-/// never repeats the string (it may hold a password).
+/// never repeats the string (it may hold a password). URLs that clients would split in different
+/// places are refused ([`conninfo::check_unambiguous`]).
 pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Tls), String> {
-    if let Some((scheme, _)) = url.split_once("://")
-        && scheme != "postgres" && scheme != "postgresql" {
-            return Err(format!("scheme \"{scheme}\" is not postgres:// or postgresql://"));
+    let is_url = conninfo::is_url(url);
+    if is_url {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if scheme != "postgres" && scheme != "postgresql" {
+            return Err(format!("scheme {scheme:?} is not postgres:// or postgresql://"));
         }
+        conninfo::check_unambiguous(url)?;
+    } else if let (_, Some(e)) = conninfo::tokenize(url) {
+        return Err(match e.key {
+            Some(key) => format!("not a valid connection string: {} after keyword {:?}", e.what, conninfo::shown_key(key)),
+            None => format!("not a valid connection string: {} (write key=value pairs, or a postgres:// URL)", e.what),
+        });
+    }
     let (rest, mut tls) = tls::split_url(url)?;
-    let mut cfg = tokio_postgres::Config::from_str(&rest).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))?;
-    if url.contains("://") {
+    let mut cfg = tokio_postgres::Config::from_str(&rest)
+        .map_err(|e| format!("not a valid PostgreSQL URL: {}", conninfo::describe_parse_error(&e)))?;
+    if is_url {
         cfg.ssl_mode(tls.mode);
     } else {
         tls.mode = cfg.get_ssl_mode();
@@ -31,7 +43,9 @@ pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls:
     Ok((cfg, tls))
 }
 
-/// `host:port/dbname` for messages: enough to find the server, never the password.
+/// `host:port/dbname` for messages: enough to find the server, never the password. The URL
+/// was checked by [`parse_url`], so the host is not a piece of a password; a host with an `@` or
+/// a control character is still not shown, whatever produced it.
 pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
     let host = match cfg.get_hosts().first() {
@@ -39,6 +53,7 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
         Some(Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
     };
+    let host = if host.contains('@') || host.chars().any(char::is_control) { conninfo::REDACTED.to_string() } else { host };
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("postgres"))
 }

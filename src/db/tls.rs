@@ -49,7 +49,7 @@ pub struct Tls {
 pub fn split_url(url: &str) -> Result<(String, Tls), String> {
     let mut tls = Tls { mode: SslMode::Prefer, verify: Verify::None, root_cert: None };
     let (base, query) = match url.split_once('?') {
-        Some((b, q)) if url.contains("://") => (b, q),
+        Some((b, q)) if super::conninfo::is_url(url) => (b, q),
         _ => return Ok((url.to_string(), tls)),
     };
     // The other parameters are kept byte for byte: tokio-postgres decodes them itself.
