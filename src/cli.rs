@@ -92,7 +92,7 @@ pub struct OrphanFilesArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     pub dry_run: bool,
     /// Remove at most N orphan directories
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000))]
     pub limit: Option<u64>,
     /// Leave directories modified more recently than this alone
     #[arg(long, default_value = "6h", value_name = "DUR")]
@@ -161,13 +161,13 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Number of projects
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub projects: i64,
     /// Number of artifact rows
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
     pub artifacts: i64,
     /// Number of orphan objects to plant in the store
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(i64).range(0..=100_000_000))]
     pub orphans: i64,
     /// Write rows only, no objects (for large benchmarks)
     #[arg(long)]

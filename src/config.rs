@@ -40,11 +40,11 @@ pub struct Config {
     pub listen: String,
     /// `auto` (text on a terminal, JSON otherwise), `text` or `json`.
     pub log_format: LogFormat,
-    /// Connections in the pool.
+    /// Connections in the pool (1 to 1,000).
     pub db_pool_size: usize,
-    /// How long to wait for the database before giving up with one clear error.
+    /// How long to wait for the database before giving up with one clear error (more than 0s).
     pub db_connect_timeout: HumanDuration,
-    /// Store requests in flight at once.
+    /// Store requests in flight at once (1 to 10,000).
     pub store_concurrency: usize,
     pub tasks: Tasks,
 }
@@ -70,15 +70,18 @@ pub struct Tasks {
 }
 
 /// What every task has: whether it runs, when, in which batch size and for how long at most.
-/// Task-specific limits (`max_rows`, `lease`, `max_age`) are zero where they do not apply.
+/// Task-specific limits (`max_rows`, `lease`, `max_age`) are unset where they do not apply, and
+/// setting one there is an error. Every duration is at most 100 years ([`HumanDuration`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
     pub enabled: bool,
     pub schedule: String,
+    /// Rows per batch (1 to 100,000).
     pub batch_size: i64,
+    /// More than 0s.
     pub time_budget: HumanDuration,
-    /// unknown: rows per run (GitLab's 10,000 per seven minutes).
+    /// unknown: rows per run (GitLab's 10,000 per seven minutes), at least 1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_rows: i64,
     /// delete-objects: how long a claimed row stays leased; the first retry delay doubles from it.
@@ -353,11 +356,11 @@ fn typed_value(sample: &Value, raw: &str, key: &str, source: &Source) -> Result<
             .trim()
             .parse::<i64>()
             .map(Value::Integer)
-            .map_err(|_| Error::config(format!("{key} (from {source}): expected a whole number, got \"{raw}\""))),
+            .map_err(|_| Error::config(format!("{key} (from {source}): expected a whole number, got {raw:?}"))),
         Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
             "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
-            _ => Err(Error::config(format!("{key} (from {source}): expected true or false, got \"{raw}\""))),
+            _ => Err(Error::config(format!("{key} (from {source}): expected true or false, got {raw:?}"))),
         },
         _ => Ok(Value::String(raw.to_string())),
     }
@@ -394,22 +397,55 @@ fn validate(l: &Loaded) -> Result<()> {
     }
     c.listen
         .parse::<SocketAddr>()
-        .map_err(|_| err("listen", format!("\"{}\" is not an address like 127.0.0.1:9718", c.listen)))?;
-    if c.db_pool_size == 0 {
-        return Err(err("db_pool_size", "must be at least 1".into()));
-    }
-    if c.store_concurrency == 0 {
-        return Err(err("store_concurrency", "must be at least 1".into()));
-    }
+        .map_err(|_| err("listen", format!("{:?} is not an address like 127.0.0.1:9718", c.listen)))?;
+    // Counts are bounded so that no setting can exhaust memory, connections or file handles by a
+    // typo; durations are bounded to 100 years when they are parsed ([`HumanDuration`]).
+    let within = |key: &str, v: i64, (lo, hi): (i64, i64)| {
+        if (lo..=hi).contains(&v) { Ok(()) } else { Err(err(key, format!("must be between {lo} and {hi}, got {v}"))) }
+    };
+    let positive = |key: &str, d: HumanDuration| {
+        if d.0.is_zero() { Err(err(key, "must be longer than 0s".into())) } else { Ok(()) }
+    };
+    within("db_pool_size", i64::try_from(c.db_pool_size).unwrap_or(i64::MAX), DB_POOL_SIZE)?;
+    within("store_concurrency", i64::try_from(c.store_concurrency).unwrap_or(i64::MAX), STORE_CONCURRENCY)?;
+    positive("db_connect_timeout", c.db_connect_timeout)?;
     for (name, t) in c.tasks.iter() {
-        let key = format!("tasks.{name}.schedule");
-        t.schedule.parse::<Schedule>().map_err(|m| err(&key, m))?;
-        if t.batch_size < 1 {
-            return Err(err(&format!("tasks.{name}.batch_size"), "must be at least 1".into()));
+        let key = |k: &str| format!("tasks.{name}.{k}");
+        t.schedule.parse::<Schedule>().map_err(|m| err(&key("schedule"), m))?;
+        within(&key("batch_size"), t.batch_size, BATCH_SIZE)?;
+        positive(&key("time_budget"), t.time_budget)?;
+        // A limit set on a task that does not read it would be silently ignored.
+        let applies = |k: &str| TASK_LIMITS.iter().any(|(l, tasks)| *l == k && tasks.contains(&name));
+        let not_here = |k: &str| {
+            let tasks = TASK_LIMITS.iter().filter(|(l, _)| *l == k).flat_map(|(_, t)| t.iter());
+            let tasks: Vec<String> = tasks.map(|t| format!("tasks.{t}")).collect();
+            err(&key(k), format!("applies only to {}", tasks.join(" and ")))
+        };
+        if applies("max_rows") {
+            within(&key("max_rows"), t.max_rows, MAX_ROWS)?;
+        } else if t.max_rows != 0 {
+            return Err(not_here("max_rows"));
+        }
+        for (k, v) in [("lease", t.lease), ("max_age", t.max_age)] {
+            match v {
+                Some(d) if applies(k) => positive(&key(k), d)?,
+                Some(_) => return Err(not_here(k)),
+                None => {}
+            }
         }
     }
     Ok(())
 }
+
+/// The task-specific limits and the tasks that read them.
+const TASK_LIMITS: &[(&str, &[&str])] =
+    &[("max_rows", &["unknown"]), ("lease", &["delete-objects"]), ("max_age", &["delete-objects", "stale-uploads"])];
+
+/// Bounds of the counts, inclusive.
+pub const DB_POOL_SIZE: (i64, i64) = (1, 1_000);
+pub const STORE_CONCURRENCY: (i64, i64) = (1, 10_000);
+pub const BATCH_SIZE: (i64, i64) = (1, 100_000);
+pub const MAX_ROWS: (i64, i64) = (1, 1_000_000_000);
 
 impl Tasks {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &TaskConfig)> {

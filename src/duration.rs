@@ -1,4 +1,8 @@
 //! Human durations (`30s`, `10m`, `6h`, `7d`, `1y`) as they appear in configuration and flags.
+//!
+//! Every duration is at most [`HumanDuration::MAX`] (100 years) from the moment it is parsed, so
+//! adding one to `Instant::now()`, `SystemTime::now()` or a `chrono` timestamp, or handing it to
+//! PostgreSQL as an interval, cannot overflow anywhere in the program.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +14,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// The longest duration accepted: 100 years (of 365.25 days, as humantime counts `1y`).
+    pub const MAX: Duration = Duration::from_secs(100 * 31_557_600);
+
     pub const fn secs(s: u64) -> Self {
         HumanDuration(Duration::from_secs(s))
     }
@@ -27,14 +34,17 @@ impl FromStr for HumanDuration {
         }
         // A bare number is ambiguous (seconds? minutes?), so it is refused.
         if t.chars().all(|c| c.is_ascii_digit()) && t != "0" {
-            return Err(format!("\"{t}\" has no unit; write it like {t}s, {t}m, {t}h or {t}d"));
+            return Err(format!("{t:?} has no unit; write it like {t}s, {t}m, {t}h or {t}d"));
         }
         if t == "0" {
             return Ok(HumanDuration(Duration::ZERO));
         }
-        humantime::parse_duration(t)
-            .map(HumanDuration)
-            .map_err(|e| format!("\"{t}\" is not a duration ({e}); write it like 30s, 10m, 6h, 7d or 1y"))
+        let d = humantime::parse_duration(t)
+            .map_err(|e| format!("{t:?} is not a duration ({e}); write it like 30s, 10m, 6h, 7d or 1y"))?;
+        if d > Self::MAX {
+            return Err(format!("{t:?} is longer than 100 years, the longest duration housekeep accepts"));
+        }
+        Ok(HumanDuration(d))
     }
 }
 
@@ -77,6 +87,21 @@ mod tests {
         for s in ["", "10", "ten minutes", "5 minutez", "-1h"] {
             assert!(s.parse::<HumanDuration>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn bounded_at_one_hundred_years() {
+        assert_eq!("100y".parse::<HumanDuration>().unwrap().0, HumanDuration::MAX);
+        for s in ["101y", "1000000y", "400000000000y", "36525d 1s", "99999999999999999999s"] {
+            let e = s.parse::<HumanDuration>().unwrap_err();
+            assert!(e.contains(s), "{s}: {e}");
+        }
+        // The largest accepted duration can be added to and subtracted from any clock we use.
+        let max = HumanDuration::MAX;
+        let _ = std::time::Instant::now() + max;
+        let _ = std::time::SystemTime::now() - max;
+        let _ = chrono::Utc::now() - HumanDuration(max).as_chrono();
+        let _ = chrono::Utc::now() + HumanDuration(max).as_chrono();
     }
 
     #[test]
