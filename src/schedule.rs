@@ -18,6 +18,99 @@ pub struct Schedule {
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
+/// One crontab field: its name in messages, its numbers and the names it takes.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [(&'static str, u32)],
+    /// `?` (any), which the `cron` crate takes in the day fields, means `*` here.
+    any: bool,
+}
+
+const SECOND: Field = Field { name: "second", min: 0, max: 59, names: &[], any: false };
+const MINUTE: Field = Field { name: "minute", min: 0, max: 59, names: &[], any: false };
+const HOUR: Field = Field { name: "hour", min: 0, max: 23, names: &[], any: false };
+const DAY_OF_MONTH: Field = Field { name: "day-of-month", min: 1, max: 31, names: &[], any: true };
+const MONTH: Field = Field {
+    name: "month",
+    min: 1,
+    max: 12,
+    names: &[
+        ("JAN", 1), ("FEB", 2), ("MAR", 3), ("APR", 4), ("MAY", 5), ("JUN", 6), ("JUL", 7), ("AUG", 8), ("SEP", 9),
+        ("OCT", 10), ("NOV", 11), ("DEC", 12), ("JANUARY", 1), ("FEBRUARY", 2), ("MARCH", 3), ("APRIL", 4),
+        ("JUNE", 6), ("JULY", 7), ("AUGUST", 8), ("SEPTEMBER", 9), ("OCTOBER", 10), ("NOVEMBER", 11), ("DECEMBER", 12),
+    ],
+    any: false,
+};
+const DAY_OF_WEEK: Field = Field {
+    name: "day-of-week",
+    min: 0,
+    max: 7,
+    names: &[
+        ("SUN", 0), ("MON", 1), ("TUE", 2), ("WED", 3), ("THU", 4), ("FRI", 5), ("SAT", 6), ("SUNDAY", 0),
+        ("MONDAY", 1), ("TUESDAY", 2), ("WEDNESDAY", 3), ("THURSDAY", 4), ("FRIDAY", 5), ("SATURDAY", 6),
+    ],
+    any: true,
+};
+
+impl Field {
+    /// One number or name of the field.
+    fn value(&self, s: &str, whole: &str) -> Result<u32, String> {
+        let (name, min, max) = (self.name, self.min, self.max);
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return match s.parse::<u32>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(format!("{name} {s} is out of range {min}-{max} in {whole:?}")),
+            };
+        }
+        if let Some((_, n)) = self.names.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+            return Ok(*n);
+        }
+        let what = if self.names.is_empty() { "a number" } else { "a number or a name" };
+        Err(format!("{name} {s:?} is not {what} in {whole:?}"))
+    }
+
+    /// Check every number, name, range and step of the field; the field as `cron` reads it
+    /// (names as numbers, `?` as `*`).
+    fn check(&self, field: &str, whole: &str) -> Result<String, String> {
+        let name = self.name;
+        let mut out = Vec::new();
+        for item in field.split(',') {
+            let (base, step) = match item.split_once('/') {
+                Some((b, s)) => (b, Some(s)),
+                None => (item, None),
+            };
+            let base = if self.any && base == "?" { "*" } else { base };
+            let base_out = if base == "*" {
+                "*".to_string()
+            } else if base.is_empty() {
+                return Err(format!("{name} field {field:?} has an empty item in {whole:?}"));
+            } else if let Some((a, b)) = base.split_once('-') {
+                let (lo, hi) = (self.value(a, whole)?, self.value(b, whole)?);
+                if hi < lo {
+                    return Err(format!("{name} range {base:?} runs backwards in {whole:?}"));
+                }
+                format!("{lo}-{hi}")
+            } else {
+                self.value(base, whole)?.to_string()
+            };
+            let step_out = match step {
+                None => String::new(),
+                Some(s) => {
+                    let top = self.max.max(1);
+                    match s.parse::<u32>() {
+                        Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) && (1..=top).contains(&n) => format!("/{n}"),
+                        _ => return Err(format!("{name} step {s:?} is not a number from 1 to {top} in {whole:?}")),
+                    }
+                }
+            };
+            out.push(base_out + &step_out);
+        }
+        Ok(out.join(","))
+    }
+}
+
 impl Schedule {
     /// The next time strictly after `after`.
     pub fn next_after(&self, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -29,57 +122,79 @@ impl Schedule {
     }
 }
 
+/// Crontab's `@` forms as the 5 fields they stand for.
+fn shorthand(s: &str) -> Result<&'static str, String> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        "@reboot" => {
+            return Err("@reboot is not supported: housekeep schedules are times, not events; to run every task \
+                        when the machine starts, run `housekeep worker --once` from a systemd unit (or a Kubernetes \
+                        Job) at boot"
+                .into());
+        }
+        _ => {
+            return Err(format!(
+                "{s:?} is not one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
+            ));
+        }
+    })
+}
+
 impl FromStr for Schedule {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
-        if trimmed.starts_with('@') {
-            let s = cron::Schedule::from_str(trimmed).map_err(|e| format!("\"{trimmed}\": {e}"))?;
-            return Ok(Schedule { text: trimmed.to_string(), parts: vec![s] });
-        }
-        let fields: Vec<&str> = trimmed.split_whitespace().collect();
+        let fields_text = if trimmed.starts_with('@') { shorthand(trimmed)? } else { trimmed };
+        let fields: Vec<&str> = fields_text.split_whitespace().collect();
         let (sec, rest) = match fields.len() {
-            5 => ("0", &fields[..]),
-            6 => (fields[0], &fields[1..]),
+            5 => ("0".to_string(), &fields[..]),
+            6 => (SECOND.check(fields[0], trimmed)?, &fields[1..]),
             n => {
                 return Err(format!(
-                    "\"{trimmed}\" has {n} fields; write 5 (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
+                    "{trimmed:?} has {n} fields; write 5 (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
                 ));
             }
         };
-        let (min, hour, dom, mon, dow) = (rest[0], rest[1], rest[2], rest[3], rest[4]);
-        let days = expand_day_of_week(dow).map_err(|e| format!("\"{trimmed}\": day-of-week {e}"))?;
+        // Every number is checked here, in crontab's terms, so that the `cron` crate (whose
+        // messages name its own 6-field form and are off by one) never sees a bad one.
+        let min = MINUTE.check(rest[0], trimmed)?;
+        let hour = HOUR.check(rest[1], trimmed)?;
+        let dom = DAY_OF_MONTH.check(rest[2], trimmed)?;
+        let mon = MONTH.check(rest[3], trimmed)?;
+        let dow = DAY_OF_WEEK.check(rest[4], trimmed)?;
+        let days = expand_day_of_week(&dow).map_err(|e| format!("day-of-week {e} in {trimmed:?}"))?;
         let build = |dom: &str, dow: &str| {
             cron::Schedule::from_str(&format!("{sec} {min} {hour} {dom} {mon} {dow}"))
-                .map_err(|e| format!("\"{trimmed}\": {e}"))
+                .map_err(|_| format!("{trimmed:?} is not a schedule housekeep can run"))
         };
         let parts = if !dom.starts_with('*') && !dow.starts_with('*') {
-            vec![build(dom, "*")?, build("*", &days)?]
+            vec![build(&dom, "*")?, build("*", &days)?]
         } else {
-            vec![build(dom, &days)?]
+            vec![build(&dom, &days)?]
         };
         Ok(Schedule { text: trimmed.to_string(), parts })
     }
 }
 
+/// A checked day-of-week number (0-7).
 fn day_number(s: &str) -> Result<u32, String> {
-    if let Ok(n) = s.parse::<u32>() {
-        return if n <= 7 { Ok(n % 7) } else { Err(format!("{n} is out of range 0-7")) };
+    match s.parse::<u32>() {
+        Ok(n) if n <= 7 => Ok(n % 7),
+        _ => Err(format!("{s:?} is not a day")),
     }
-    DAY_NAMES
-        .iter()
-        .position(|d| d.eq_ignore_ascii_case(s))
-        .map(|p| p as u32)
-        .ok_or_else(|| format!("\"{s}\" is not a day"))
 }
 
-/// Crontab day-of-week field → `*` or a list of day names.
+/// Crontab day-of-week field (checked, names already numbers) → `*` or a list of day names.
 fn expand_day_of_week(field: &str) -> Result<String, String> {
     let mut set = [false; 7];
     for item in field.split(',') {
         let (base, step) = match item.split_once('/') {
-            Some((b, s)) => (b, s.parse::<u32>().map_err(|_| format!("step \"{s}\" is not a number"))?),
+            Some((b, s)) => (b, s.parse::<u32>().map_err(|_| format!("step {s:?} is not a number"))?),
             None => (item, 1),
         };
         if step == 0 {
@@ -89,10 +204,10 @@ fn expand_day_of_week(field: &str) -> Result<String, String> {
             (0, 6)
         } else if let Some((a, b)) = base.split_once('-') {
             // 7 is Sunday at the end of a range (5-7 = Fri..Sun).
-            let lo = day_number(a)?;
+            let lo = if a == "7" { 7 } else { day_number(a)? };
             let hi = if b == "7" { 7 } else { day_number(b)? };
             if hi < lo {
-                return Err(format!("range \"{base}\" runs backwards"));
+                return Err(format!("range {base:?} runs backwards"));
             }
             (lo, hi)
         } else {
@@ -150,6 +265,10 @@ mod tests {
         // */2 = Sun, Tue, Thu, Sat
         let n = next("0 0 * * */2", sunday_noon());
         assert_eq!(n.weekday(), Weekday::Tue);
+        let n = next("0 0 * * 7-7", Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap());
+        assert_eq!(n.weekday(), Weekday::Sun);
+        let n = next("0 0 * * mon-FRIDAY", sunday_noon());
+        assert_eq!(n.weekday(), Weekday::Mon);
     }
 
     #[test]
@@ -173,5 +292,64 @@ mod tests {
         for s in ["* * * *", "* * * * * * * *", "61 * * * *", "* * * * 8", "* * * * 5-1", "nonsense"] {
             assert!(s.parse::<Schedule>().is_err(), "{s}");
         }
+    }
+
+    fn error(s: &str) -> String {
+        s.parse::<Schedule>().unwrap_err()
+    }
+
+    #[test]
+    fn range_errors_name_the_field_its_range_and_the_schedule_as_written() {
+        for (s, msg) in [
+            ("61 * * * *", r#"minute 61 is out of range 0-59 in "61 * * * *""#),
+            ("60 * * * *", r#"minute 60 is out of range 0-59 in "60 * * * *""#),
+            ("0 24 * * *", r#"hour 24 is out of range 0-23 in "0 24 * * *""#),
+            ("0 0 0 * *", r#"day-of-month 0 is out of range 1-31 in "0 0 0 * *""#),
+            ("0 0 32 * *", r#"day-of-month 32 is out of range 1-31 in "0 0 32 * *""#),
+            ("0 0 * 13 *", r#"month 13 is out of range 1-12 in "0 0 * 13 *""#),
+            ("0 0 * 0 *", r#"month 0 is out of range 1-12 in "0 0 * 0 *""#),
+            ("0 0 * * 8", r#"day-of-week 8 is out of range 0-7 in "0 0 * * 8""#),
+            ("60 0 0 * * *", r#"second 60 is out of range 0-59 in "60 0 0 * * *""#),
+            ("0 5-70 * * *", r#"hour 70 is out of range 0-23 in "0 5-70 * * *""#),
+            ("1,2,99 * * * *", r#"minute 99 is out of range 0-59 in "1,2,99 * * * *""#),
+            ("99999999999 * * * *", r#"minute 99999999999 is out of range 0-59 in "99999999999 * * * *""#),
+            ("*/0 * * * *", r#"minute step "0" is not a number from 1 to 59 in "*/0 * * * *""#),
+            ("0 */25 * * *", r#"hour step "25" is not a number from 1 to 23 in "0 */25 * * *""#),
+            ("0 0 * FOO *", r#"month "FOO" is not a number or a name in "0 0 * FOO *""#),
+            ("x * * * *", r#"minute "x" is not a number in "x * * * *""#),
+            ("30-10 * * * *", r#"minute range "30-10" runs backwards in "30-10 * * * *""#),
+            ("0 0 * * FRI-MON", r#"day-of-week range "FRI-MON" runs backwards in "0 0 * * FRI-MON""#),
+            ("1,,2 * * * *", r#"minute field "1,,2" has an empty item in "1,,2 * * * *""#),
+        ] {
+            assert_eq!(error(s), msg, "{s}");
+        }
+        // Never the internal 6-field form the `cron` crate sees.
+        assert!(!error("61 * * * *").contains("0 61"));
+    }
+
+    #[test]
+    fn the_edges_of_every_range_are_accepted() {
+        for s in ["59 23 31 12 7", "0 0 1 1 0", "59 59 23 31 12 7", "0-59 0-23 1-31 1-12 0-7", "*/59 */23 */31 */12 */7"] {
+            assert!(s.parse::<Schedule>().is_ok(), "{s}: {}", error(s));
+        }
+        let n = next("0 3 1 jan-mar *", sunday_noon());
+        assert_eq!(n, Utc.with_ymd_and_hms(2027, 1, 1, 3, 0, 0).unwrap());
+        let n = next("0 3 1 DECEMBER *", sunday_noon());
+        assert_eq!(n, Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn shorthands_keep_working_and_reboot_is_explained() {
+        assert_eq!(next("@hourly", sunday_noon()), Utc.with_ymd_and_hms(2026, 11, 22, 13, 0, 0).unwrap());
+        assert_eq!(next("@daily", sunday_noon()), Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap());
+        assert_eq!(next("@midnight", sunday_noon()), Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap());
+        assert_eq!(next("@weekly", sunday_noon()), Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap());
+        assert_eq!(next("@monthly", sunday_noon()), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(next("@yearly", sunday_noon()), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(next("@annually", sunday_noon()), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!("@hourly".parse::<Schedule>().unwrap().as_str(), "@hourly");
+        let e = error("@reboot");
+        assert!(e.contains("not supported") && e.contains("worker --once") && e.contains("systemd"), "{e}");
+        assert!(error("@fortnightly").contains("@hourly"), "{}", error("@fortnightly"));
     }
 }
