@@ -60,6 +60,14 @@ impl Error {
 
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
+        if connection_lost(&e) {
+            return Error::Database(format!(
+                "the connection to the database{} was lost mid-run ({}); the work committed so far is kept \
+                 and running the command again continues",
+                target_suffix(),
+                describe_pg_error(&e)
+            ));
+        }
         Error::Database(describe_pg_error(&e))
     }
 }
@@ -67,10 +75,47 @@ impl From<tokio_postgres::Error> for Error {
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            // The pool opens a new connection here: the database went away (or never answered).
+            deadpool_postgres::PoolError::Backend(e) if e.as_db_error().is_some() => e.into(),
+            deadpool_postgres::PoolError::Backend(e) => Error::Database(format!(
+                "cannot reach the database{}: {}; the work committed so far is kept and running the command again continues",
+                target_suffix(),
+                describe_pg_error(&e)
+            )),
             other => Error::Database(format!("database pool: {other}")),
         }
     }
+}
+
+fn target_suffix() -> String {
+    crate::db::last_target().map(|t| format!(" at {t}")).unwrap_or_default()
+}
+
+/// Whether the connection itself failed (closed, reset, the server shut down or terminated the
+/// session) rather than the statement.
+pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        return [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_DOES_NOT_EXIST,
+        ]
+        .contains(db.code());
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl From<object_store::Error> for Error {

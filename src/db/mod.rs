@@ -55,11 +55,24 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
     };
     let host = if host.contains('@') || host.chars().any(char::is_control) { conninfo::REDACTED.to_string() } else { host };
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("postgres"))
+    let db = cfg.get_dbname().unwrap_or("postgres");
+    let db: String = db.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect();
+    format!("{host}:{port}/{db}")
+}
+
+/// The database this process last connected to, for errors that arrive without it (a
+/// connection lost mid-run).
+static TARGET: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+pub(crate) fn last_target() -> Option<String> {
+    TARGET.lock().ok().and_then(|t| t.clone())
 }
 
 fn pg_config(url: &str, connect_timeout: Duration) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
     let (mut cfg, tls) = parse_url(url).map_err(|m| Error::config(format!("database_url: {m}")))?;
+    if let Ok(mut t) = TARGET.lock() {
+        *t = Some(describe_target(&cfg));
+    }
     let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(|m| Error::config(format!("database_url: {m}")))?);
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(connect_timeout);
