@@ -10,7 +10,8 @@
 //! end), FILE is fsynced and the progress file beside it (`FILE.progress`) records the directory,
 //! the last key and FILE's committed length (see [`super::manifest`]): killed at any instant and
 //! run again with the same arguments, the command continues after the last committed page, and
-//! FILE holds every orphan exactly once.
+//! FILE holds every orphan exactly once. One process at a time works on FILE (the lock of
+//! [`super::manifest::lock`]); a second one is refused at once.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -104,18 +105,21 @@ pub async fn list_orphans(
     opts: &ListOptions,
     progress_bar: Option<indicatif::ProgressBar>,
 ) -> Result<ListSummary> {
+    // One process per manifest: a second one (or a delete-orphans of FILE) is refused here.
+    let lock = manifest::lock(&opts.filename, "list-orphans")?;
     crate::db::require_schema(client).await?;
     let args = format!("store={} min_age={}s shard={}", store.url(), opts.min_age.as_secs(), opts.shard);
     let ppath = progress_path(&opts.filename);
+    lock.sweep_temporaries(&ppath);
     if opts.force_restart {
         manifest::remove_if_exists(&ppath)?;
-        std::fs::write(&opts.filename, b"").map_err(|e| Error::Other(format!("{}: {e}", opts.filename.display())))?;
+        std::fs::write(&opts.filename, b"").map_err(|e| Error::Other(format!("{:?}: {e}", opts.filename)))?;
     }
     let mut progress = match manifest::read_progress::<Progress>(&ppath)? {
         Some(p) if p.args != args => {
             return Err(Error::Input(format!(
-                "{} was started with other arguments ({}); run with the same ones to resume, or add --force-restart",
-                opts.filename.display(),
+                "{:?} was started with other arguments ({}); run with the same ones to resume, or add --force-restart",
+                opts.filename,
                 p.args
             )));
         }
@@ -123,8 +127,8 @@ pub async fn list_orphans(
         None => {
             if opts.filename.exists() && std::fs::metadata(&opts.filename).map(|m| m.len() > 0).unwrap_or(false) {
                 return Err(Error::Input(format!(
-                    "{} already has lines but no progress file; add --force-restart to start over",
-                    opts.filename.display()
+                    "{:?} already has lines but no progress file; add --force-restart to start over",
+                    opts.filename
                 )));
             }
             // Recorded before the first line is written, so a crash at any point leaves a progress file.
@@ -134,7 +138,7 @@ pub async fn list_orphans(
         }
     };
     if progress.complete {
-        tracing::info!(file = %opts.filename.display(), "listing already complete; --force-restart starts over");
+        tracing::info!(file = ?opts.filename, "listing already complete; --force-restart starts over");
         return Ok(progress.summary);
     }
     let mut out = Output::open_at(&opts.filename, progress.file_len)?;
