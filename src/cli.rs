@@ -120,7 +120,7 @@ pub struct DeleteOrphansArgs {
     /// Manifest written by list-orphans
     #[arg(long, value_name = "FILE")]
     pub filename: PathBuf,
-    /// Start over: forget progress and the deleted_from-- file
+    /// Start over from the first line; the deleted_from-- file keeps its lines and is appended to
     #[arg(long)]
     pub force_restart: bool,
     /// Validate and re-check, print what would be deleted and the total bytes; delete nothing
@@ -349,7 +349,8 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
             };
             let s = crate::orphans::delete::delete_orphans(&client, &stores.remote, &opts).await?;
             println!(
-                "delete-orphans{}: {} lines, {} {} ({} bytes), skipped {} now referenced, {} already gone, {} size changed, {} failed",
+                "delete-orphans{}: {} lines, {} {} ({} bytes), skipped {} now referenced, {} already gone, {} size changed, \
+                 {} duplicate lines, {} failed",
                 if opts.dry_run { " (dry run)" } else { "" },
                 s.lines,
                 if opts.dry_run { "would delete" } else { "deleted" },
@@ -358,10 +359,14 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
                 s.skipped_referenced,
                 s.skipped_missing,
                 s.skipped_size,
+                s.duplicates,
                 s.failed
             );
             if s.failed > 0 {
-                return Err(Error::Partial(format!("{} objects could not be deleted; run again to retry", s.failed)));
+                return Err(Error::Partial(format!(
+                    "{} objects could not be deleted; run the same command again to retry them",
+                    s.failed
+                )));
             }
             Ok(())
         }

@@ -1,27 +1,44 @@
 //! `housekeep delete-orphans`: delete the objects of a `list-orphans` manifest.
 //!
 //! The whole manifest is validated before anything is deleted; every bad line is reported by
-//! number. Just before deleting, each key is re-checked: still unreferenced in the database (no
-//! artifact row, pending upload or queued deletion) and still of the listed size; otherwise it is
-//! skipped with the reason. Deleted objects are appended to `deleted_from--<basename>` beside the
-//! manifest as `object_path,object_size,object_version`.
+//! its physical line number, with keys escaped and over-long lines (over [`MAX_LINE`] bytes)
+//! measured, never echoed. The manifest is read twice through a fixed buffer — once to validate,
+//! once in batches to delete — so memory does not grow with its size; only a 16-byte digest per
+//! key is kept, to find duplicate lines (GitLab's own listing writes them): the first line of a
+//! key counts, later ones are skipped and counted.
+//!
+//! Just before deleting, each key is re-checked: still unreferenced in the database (no artifact
+//! row, pending upload or queued deletion) and still of the listed size; otherwise it is skipped
+//! with the reason. Deleted objects are appended to `deleted_from--<basename>` beside the
+//! manifest as `object_path,object_size,object_version`; that file is never truncated below what
+//! earlier runs committed, `--force-restart` included.
 //!
 //! Exactly once across crashes: before a batch is deleted, its candidates are written to the
 //! progress file (`deleted_from--<basename>.progress`); after the deletions, their lines are
 //! appended and fsynced, then the progress moves past the batch. A run that finds a pending batch
 //! finishes it first: a candidate already gone was deleted by the interrupted run and is recorded;
-//! one still there is re-checked and deleted.
+//! one still there is re-checked and deleted. Lines whose deletion failed are kept in the
+//! progress and retried (re-checked first) by the next run, before it goes on; the deletion is
+//! complete only when no line is left failed.
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use super::manifest::{self, Output};
+use super::manifest::{self, LineReader, Output, RawLine, MAX_LINE};
 use crate::error::{Error, Result};
 use crate::store::{layout, Store};
 
 const BATCH: usize = 500;
+/// After this many failed deletions a run stops rather than go on against a failing store; the
+/// failed lines are kept for the next run.
+const MAX_FAILED: usize = 1000;
+/// The format of the progress file; an older one is refused with advice, never misread.
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct DeleteOptions {
@@ -33,31 +50,60 @@ pub struct DeleteOptions {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeleteSummary {
+    /// Manifest lines (blank lines not counted, duplicates counted).
     pub lines: u64,
     pub deleted: u64,
     pub deleted_bytes: u64,
     pub skipped_referenced: u64,
     pub skipped_missing: u64,
     pub skipped_size: u64,
+    /// Lines whose key an earlier line already has.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Lines whose deletion failed and that the next run retries.
     pub failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Candidate {
+    line: usize,
     key: String,
     size: u64,
     version: Option<String>,
 }
 
+/// A line whose deletion failed; retried by the next run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Failed {
+    line: usize,
+    key: String,
+    size: u64,
+}
+
+/// A batch whose deletion may have started, and where the walk stands once it is done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    end_line: usize,
+    end_offset: u64,
+    candidates: Vec<Candidate>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Progress {
-    /// Length of the manifest when the run started; a changed manifest is refused.
+    #[serde(default)]
+    format: u32,
+    /// The manifest when the run started; a changed manifest is refused.
     manifest_len: u64,
-    /// Lines before this index are done.
+    #[serde(default)]
+    manifest_sha256: String,
+    /// Lines up to this physical line number (ending at this byte offset) are done.
     next_line: usize,
+    #[serde(default)]
+    next_offset: u64,
     out_len: u64,
-    /// A batch whose deletion may have started: (line index after the batch, candidates).
-    pending: Option<(usize, Vec<Candidate>)>,
+    pending: Option<Pending>,
+    #[serde(default)]
+    failed: Vec<Failed>,
     complete: bool,
     summary: DeleteSummary,
 }
@@ -70,58 +116,152 @@ fn progress_path(file: &Path) -> PathBuf {
     manifest::beside(file, "deleted_from--", ".progress")
 }
 
-/// One manifest line: (line number, full key, size).
+/// One manifest line: (physical line number, full key, size).
 type Line = (usize, String, u64);
 
+/// What validation learnt about a manifest.
+#[derive(Debug)]
+pub struct Scan {
+    pub len: u64,
+    pub sha256: String,
+    /// Manifest lines, blank lines not counted.
+    pub lines: u64,
+    /// Line numbers whose key an earlier line already has.
+    pub duplicates: HashSet<usize>,
+}
+
+/// Parse one line into (key, size), checking it is an `@final` key inside the store's prefix.
+/// `None` for a blank line.
+fn parse_line(n: usize, raw: RawLine<'_>, store: &Store) -> std::result::Result<Option<(String, u64)>, String> {
+    let bytes = match raw {
+        RawLine::TooLong(len) => {
+            return Err(format!("line {n}: {len} bytes long, over the limit of {MAX_LINE} (not shown)"));
+        }
+        RawLine::Line(b) => b,
+    };
+    let bytes = if n == 1 { bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes) } else { bytes };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(format!("line {n}: not valid UTF-8"));
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let fields = manifest::split_csv_line(text).map_err(|e| format!("line {n}: not valid CSV ({e})"))?;
+    if fields.len() != 2 {
+        return Err(format!("line {n}: expected 2 fields (object_path,object_size), found {}", fields.len()));
+    }
+    let (key, size) = (&fields[0], &fields[1]);
+    let Ok(size) = size.trim().parse::<u64>() else {
+        return Err(format!("line {n}: size {} is not a number", manifest::shown(size)));
+    };
+    if let Err(e) = layout::check_segments(key) {
+        return Err(format!("line {n}: {}: {e}", manifest::shown(key)));
+    }
+    let Some(rel) = store.relative(key) else {
+        return Err(format!("line {n}: {} is outside the store prefix {:?}", manifest::shown(key), store.prefix()));
+    };
+    if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
+        return Err(format!("line {n}: {} is not an @final key (P/@final/xx/yy/…)", manifest::shown(key)));
+    }
+    Ok(Some((key.clone(), size)))
+}
+
+fn open_manifest(file: &Path) -> Result<File> {
+    File::open(file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Input(format!("--filename {file:?} does not exist")),
+        _ => Error::Input(format!("{file:?}: {e}")),
+    })
+}
+
 /// Parse and validate the whole manifest; every bad line is listed.
-pub fn validate(file: &Path, store: &Store) -> Result<Vec<Line>> {
-    let data = std::fs::read(file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&data[..]);
-    let mut lines = Vec::new();
+pub fn validate(file: &Path, store: &Store) -> Result<Scan> {
+    /// Counts and hashes the bytes the line reader takes.
+    struct Hashing<R> {
+        inner: R,
+        hash: Sha256,
+        len: u64,
+    }
+    impl<R: Read> Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hash.update(&buf[..n]);
+            self.len += n as u64;
+            Ok(n)
+        }
+    }
+    let io = |e: std::io::Error| Error::Input(format!("{file:?}: {e}"));
+    let mut reader = LineReader::new(Hashing { inner: open_manifest(file)?, hash: Sha256::new(), len: 0 }, 0, 0);
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    let mut duplicates = HashSet::new();
+    let mut lines = 0;
     let mut bad = Vec::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let n = i + 1;
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                let n = e.position().map(|p| p.line() as usize).unwrap_or(n);
-                bad.push(format!("line {n}: not valid CSV ({e})"));
-                continue;
+    loop {
+        let n = reader.line() + 1;
+        let Some(raw) = reader.next_line().map_err(io)? else { break };
+        match parse_line(n, raw, store) {
+            Ok(None) => {}
+            Ok(Some((key, _))) => {
+                lines += 1;
+                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                let mut short = [0u8; 16];
+                short.copy_from_slice(&digest[..16]);
+                if !seen.insert(short) {
+                    duplicates.insert(n);
+                }
             }
-        };
-        let n = rec.position().map(|p| p.line() as usize).unwrap_or(n);
-        if rec.len() != 2 {
-            bad.push(format!("line {n}: expected 2 fields (object_path,object_size), found {}", rec.len()));
-            continue;
+            Err(msg) => bad.push(msg),
         }
-        let (key, size) = (&rec[0], &rec[1]);
-        let Ok(size) = size.trim().parse::<u64>() else {
-            bad.push(format!("line {n}: size \"{size}\" is not a number"));
-            continue;
-        };
-        if let Err(e) = layout::check_segments(key) {
-            bad.push(format!("line {n}: \"{key}\": {e}"));
-            continue;
-        }
-        let Some(rel) = store.relative(key) else {
-            bad.push(format!("line {n}: \"{key}\" is outside the store prefix \"{}\"", store.prefix()));
-            continue;
-        };
-        if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
-            bad.push(format!("line {n}: \"{key}\" is not an @final key (P/@final/xx/yy/…)"));
-            continue;
-        }
-        lines.push((n, key.to_string(), size));
     }
     if !bad.is_empty() {
         return Err(Error::Input(format!(
-            "{}: {} bad line(s); nothing was deleted:\n  {}",
-            file.display(),
+            "{file:?}: {} bad line(s); nothing was deleted:\n  {}",
             bad.len(),
             bad.join("\n  ")
         )));
     }
-    Ok(lines)
+    let h = reader.into_inner();
+    Ok(Scan { len: h.len, sha256: hex::encode(h.hash.finalize()), lines, duplicates })
+}
+
+/// The validated manifest again, from a position, in batches; duplicate lines are left out.
+struct Batches<'a> {
+    reader: LineReader<File>,
+    store: &'a Store,
+    duplicates: &'a HashSet<usize>,
+    file: &'a Path,
+}
+
+impl<'a> Batches<'a> {
+    fn open(file: &'a Path, line: usize, offset: u64, scan: &'a Scan, store: &'a Store) -> Result<Batches<'a>> {
+        let mut f = open_manifest(file)?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::Input(format!("{file:?}: {e}")))?;
+        Ok(Batches { reader: LineReader::new(f, line, offset), store, duplicates: &scan.duplicates, file })
+    }
+
+    /// Up to `n` lines, and the line number and offset after them; None at the end.
+    fn next(&mut self, n: usize) -> Result<Option<(Vec<Line>, usize, u64)>> {
+        let mut batch = Vec::with_capacity(n);
+        while batch.len() < n {
+            let number = self.reader.line() + 1;
+            let raw = match self.reader.next_line() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Err(Error::Input(format!("{:?}: {e}", self.file))),
+            };
+            match parse_line(number, raw, self.store) {
+                Ok(Some(_)) if self.duplicates.contains(&number) => {}
+                Ok(Some((key, size))) => batch.push((number, key, size)),
+                Ok(None) => {}
+                Err(msg) => {
+                    return Err(Error::Input(format!("{:?} changed while it was being processed: {msg}", self.file)));
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((batch, self.reader.line(), self.reader.offset())))
+    }
 }
 
 /// Re-check a batch: returns the candidates still safe to delete, counting the skipped ones.
@@ -138,7 +278,10 @@ async fn recheck(
     let heads: Vec<_> = futures::stream::iter(batch.iter().map(|(n, key, size)| {
         let store = store.clone();
         let (n, key, size) = (*n, key.clone(), *size);
-        async move { (n, key.clone(), size, store.head(&key).await) }
+        async move {
+            let head = store.head(&key).await;
+            (n, key, size, head)
+        }
     }))
     .buffered(concurrency.max(1))
     .collect()
@@ -147,34 +290,95 @@ async fn recheck(
     for (n, key, size, head) in heads {
         let rel = store.relative(&key).unwrap_or_default();
         if !unreferenced.contains(rel) {
-            tracing::warn!(line = n, key, "skipped: now referenced (artifact row, pending upload or queued deletion)");
+            tracing::warn!(line = n, key = ?key, "skipped: now referenced (artifact row, pending upload or queued deletion)");
             summary.skipped_referenced += 1;
             continue;
         }
         match head? {
             None => {
-                tracing::info!(line = n, key, "skipped: already gone");
+                tracing::info!(line = n, key = ?key, "skipped: already gone");
                 summary.skipped_missing += 1;
             }
             Some(meta) if meta.size != size => {
-                tracing::warn!(line = n, key, listed = size, now = meta.size, "skipped: size changed since listing");
+                tracing::warn!(line = n, key = ?key, listed = size, now = meta.size, "skipped: size changed since listing");
                 summary.skipped_size += 1;
             }
-            Some(meta) => out.push(Candidate { key, size, version: meta.version }),
+            Some(meta) => out.push(Candidate { line: n, key, size, version: meta.version }),
         }
     }
     Ok(out)
 }
 
+/// What one run works with.
+struct Run<'a> {
+    client: &'a tokio_postgres::Client,
+    store: &'a Store,
+    concurrency: usize,
+    ppath: PathBuf,
+    out: Output,
+    progress: Progress,
+}
+
+impl Run<'_> {
+    fn save(&mut self) -> Result<()> {
+        self.progress.summary.failed = self.progress.failed.len() as u64;
+        manifest::write_progress(&self.ppath, &self.progress)
+    }
+
+    /// Delete a pending batch's candidates, record the deleted ones, keep the failed ones, and
+    /// move the walk to the batch's end.
+    async fn finish(&mut self, pending: Pending) -> Result<()> {
+        let (deleted, failed) = delete_batch(self.store, pending.candidates, self.concurrency).await;
+        record(&mut self.out, &deleted, &mut self.progress.summary)?;
+        self.progress.out_len = self.out.sync()?;
+        self.progress.failed.extend(failed);
+        self.progress.pending = None;
+        self.progress.next_line = pending.end_line;
+        self.progress.next_offset = pending.end_offset;
+        self.save()
+    }
+
+    /// Re-check lines and delete those still orphans; the walk then stands at `end`.
+    async fn batch(&mut self, lines: &[Line], end_line: usize, end_offset: u64) -> Result<()> {
+        let mut summary = self.progress.summary.clone();
+        let candidates = recheck(self.client, self.store, lines, self.concurrency, &mut summary).await?;
+        self.progress.summary = summary;
+        let pending = Pending { end_line, end_offset, candidates };
+        self.progress.pending = Some(pending.clone());
+        self.save()?;
+        self.finish(pending).await
+    }
+
+    /// A batch an interrupted run may have started deleting: what is gone was deleted by it and
+    /// is recorded; what is still there is re-checked and deleted.
+    async fn resume(&mut self, pending: Pending) -> Result<()> {
+        let mut gone = Vec::new();
+        let mut still_there = Vec::new();
+        for c in pending.candidates {
+            if self.store.head(&c.key).await?.is_some() {
+                still_there.push((c.line, c.key, c.size));
+            } else {
+                gone.push(c);
+            }
+        }
+        record(&mut self.out, &gone, &mut self.progress.summary)?;
+        let mut summary = self.progress.summary.clone();
+        let candidates = recheck(self.client, self.store, &still_there, self.concurrency, &mut summary).await?;
+        self.progress.summary = summary;
+        self.finish(Pending { candidates, ..pending }).await
+    }
+}
+
 pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts: &DeleteOptions) -> Result<DeleteSummary> {
+    let lock = manifest::lock(&opts.filename, "delete-orphans")?;
     crate::db::require_schema(client).await?;
-    let lines = validate(&opts.filename, store)?;
-    let manifest_len = std::fs::metadata(&opts.filename).map(|m| m.len()).unwrap_or(0);
+    let scan = validate(&opts.filename, store)?;
 
     if opts.dry_run {
-        let mut summary = DeleteSummary { lines: lines.len() as u64, ..Default::default() };
-        for batch in lines.chunks(BATCH) {
-            for c in recheck(client, store, batch, opts.concurrency, &mut summary).await? {
+        let mut summary = DeleteSummary { lines: scan.lines, duplicates: scan.duplicates.len() as u64, ..Default::default() };
+        let mut batches = Batches::open(&opts.filename, 0, 0, &scan, store)?;
+        while let Some((batch, _, _)) = batches.next(BATCH)? {
+            for c in recheck(client, store, &batch, opts.concurrency, &mut summary).await? {
                 println!("would delete {} ({} bytes)", c.key, c.size);
                 summary.deleted += 1;
                 summary.deleted_bytes += c.size;
@@ -184,95 +388,114 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
     }
 
     let (out_path, ppath) = (output_path(&opts.filename), progress_path(&opts.filename));
+    lock.sweep_temporaries(&ppath);
     if opts.force_restart {
         manifest::remove_if_exists(&ppath)?;
-        manifest::remove_if_exists(&out_path)?;
     }
-    let mut progress = match manifest::read_progress::<Progress>(&ppath)? {
-        Some(p) if p.manifest_len != manifest_len => {
+    let progress = match manifest::read_progress::<Progress>(&ppath)? {
+        Some(p) if p.format != FORMAT => {
             return Err(Error::Input(format!(
-                "{} changed since the deletion started ({} bytes, now {manifest_len}); add --force-restart to start over",
-                opts.filename.display(),
-                p.manifest_len
+                "progress file {ppath:?} is from an older housekeep; add --force-restart to start over ({out_path:?} is kept)"
+            )));
+        }
+        Some(p) if p.manifest_len != scan.len || p.manifest_sha256 != scan.sha256 => {
+            return Err(Error::Input(format!(
+                "{:?} changed since the deletion started ({} bytes, now {}); add --force-restart to start over ({out_path:?} is kept)",
+                opts.filename, p.manifest_len, scan.len
             )));
         }
         Some(p) => p,
         None => {
-            if std::fs::metadata(&out_path).map(|m| m.len() > 0).unwrap_or(false) {
+            // Lines earlier runs recorded stay: a restart appends after them, cutting only a
+            // partial last line a crash may have left.
+            let out_len = if opts.force_restart {
+                manifest::whole_lines_len(&out_path)?
+            } else if std::fs::metadata(&out_path).is_ok_and(|m| m.len() > 0) {
                 return Err(Error::Input(format!(
-                    "{} exists but has no progress file; add --force-restart to start over",
-                    out_path.display()
+                    "{out_path:?} exists but has no progress file; add --force-restart to start over (its lines are kept)"
                 )));
-            }
-            let p = Progress { manifest_len, next_line: 0, out_len: 0, pending: None, complete: false, summary: DeleteSummary::default() };
+            } else {
+                0
+            };
+            let p = Progress {
+                format: FORMAT,
+                manifest_len: scan.len,
+                manifest_sha256: scan.sha256.clone(),
+                next_line: 0,
+                next_offset: 0,
+                out_len,
+                pending: None,
+                failed: Vec::new(),
+                complete: false,
+                summary: DeleteSummary::default(),
+            };
             manifest::write_progress(&ppath, &p)?;
             p
         }
     };
     if progress.complete {
-        tracing::info!(file = %opts.filename.display(), "deletion already complete; --force-restart starts over");
+        tracing::info!(file = ?opts.filename, "deletion already complete; --force-restart starts over");
         return Ok(progress.summary);
     }
-    progress.summary.lines = lines.len() as u64;
-    let mut out = Output::open_at(&out_path, progress.out_len)?;
+    let out = Output::open_at(&out_path, progress.out_len)?;
+    let mut run = Run { client, store, concurrency: opts.concurrency, ppath, out, progress };
+    run.progress.summary.lines = scan.lines;
+    run.progress.summary.duplicates = scan.duplicates.len() as u64;
 
-    // Finish a batch an interrupted run may have started deleting.
-    if let Some((end, candidates)) = progress.pending.take() {
-        let still_there: Vec<Line> = {
-            let mut v = Vec::new();
-            for c in &candidates {
-                if store.head(&c.key).await?.is_some() {
-                    v.push((0, c.key.clone(), c.size));
-                }
-            }
-            v
-        };
-        let gone: Vec<Candidate> = candidates.iter().filter(|c| !still_there.iter().any(|(_, k, _)| *k == c.key)).cloned().collect();
-        let mut summary = progress.summary.clone();
-        let recheck_ok = recheck(client, store, &still_there, opts.concurrency, &mut summary).await?;
-        progress.summary = summary;
-        let mut all = gone;
-        all.extend(delete_batch(store, recheck_ok, opts.concurrency, &mut progress.summary).await);
-        record(&mut out, &all, &mut progress.summary)?;
-        progress.out_len = out.sync()?;
-        progress.next_line = end;
-        manifest::write_progress(&ppath, &progress)?;
+    if let Some(pending) = run.progress.pending.take() {
+        run.resume(pending).await?;
     }
 
-    while progress.next_line < lines.len() {
-        let end = (progress.next_line + BATCH).min(lines.len());
-        let batch = &lines[progress.next_line..end];
-        let mut summary = progress.summary.clone();
-        let candidates = recheck(client, store, batch, opts.concurrency, &mut summary).await?;
-        progress.summary = summary;
-        progress.pending = Some((end, candidates.clone()));
-        manifest::write_progress(&ppath, &progress)?;
-        let deleted = delete_batch(store, candidates, opts.concurrency, &mut progress.summary).await;
-        record(&mut out, &deleted, &mut progress.summary)?;
-        progress.out_len = out.sync()?;
-        progress.pending = None;
-        progress.next_line = end;
-        manifest::write_progress(&ppath, &progress)?;
+    // Lines earlier runs failed to delete, first; the failures of this retry go to the back of
+    // the list, for the next run.
+    let mut left = run.progress.failed.len();
+    while left > 0 {
+        let k = left.min(BATCH);
+        left -= k;
+        let lines: Vec<Line> = run.progress.failed.drain(..k).map(|f| (f.line, f.key, f.size)).collect();
+        let (end_line, end_offset) = (run.progress.next_line, run.progress.next_offset);
+        run.batch(&lines, end_line, end_offset).await?;
+        if run.progress.failed.len() >= MAX_FAILED {
+            return Err(too_many_failed(&run.progress));
+        }
     }
-    progress.complete = true;
-    manifest::write_progress(&ppath, &progress)?;
-    Ok(progress.summary)
+
+    let mut batches = Batches::open(&opts.filename, run.progress.next_line, run.progress.next_offset, &scan, store)?;
+    while let Some((lines, end_line, end_offset)) = batches.next(BATCH)? {
+        run.batch(&lines, end_line, end_offset).await?;
+        if run.progress.failed.len() >= MAX_FAILED {
+            return Err(too_many_failed(&run.progress));
+        }
+    }
+    run.progress.complete = run.progress.failed.is_empty();
+    run.save()?;
+    Ok(run.progress.summary)
 }
 
-async fn delete_batch(store: &Store, candidates: Vec<Candidate>, concurrency: usize, summary: &mut DeleteSummary) -> Vec<Candidate> {
+fn too_many_failed(p: &Progress) -> Error {
+    Error::Store(format!(
+        "stopped after line {}: {} deletions failed (is the store failing?); they are kept, and running again retries them first, then continues",
+        p.next_line,
+        p.failed.len()
+    ))
+}
+
+/// Delete candidates: (deleted, failed).
+async fn delete_batch(store: &Store, candidates: Vec<Candidate>, concurrency: usize) -> (Vec<Candidate>, Vec<Failed>) {
     let keys: Vec<String> = candidates.iter().map(|c| c.key.clone()).collect();
     let results = store.delete_many(&keys, concurrency).await;
     let mut deleted = Vec::new();
+    let mut failed = Vec::new();
     for (c, r) in candidates.into_iter().zip(results) {
         match r {
             Ok(()) => deleted.push(c),
             Err(e) => {
-                tracing::warn!(key = c.key, error = %e, "delete failed");
-                summary.failed += 1;
+                tracing::warn!(line = c.line, key = ?c.key, error = %e, "delete failed; the next run retries it");
+                failed.push(Failed { line: c.line, key: c.key, size: c.size });
             }
         }
     }
-    deleted
+    (deleted, failed)
 }
 
 fn record(out: &mut Output, deleted: &[Candidate], summary: &mut DeleteSummary) -> Result<()> {
