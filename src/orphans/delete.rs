@@ -3,7 +3,7 @@
 //! The whole manifest is validated before anything is deleted; every bad line is reported by
 //! its physical line number, with keys escaped and over-long lines (over [`MAX_LINE`] bytes)
 //! measured, never echoed. The manifest is read twice through a fixed buffer — once to validate,
-//! once in batches to delete — so memory does not grow with its size; only a 16-byte digest per
+//! once in batches to delete — so memory does not grow with its size; only a 16-byte hash per
 //! key is kept, to find duplicate lines (GitLab's own listing writes them): the first line of a
 //! key counts, later ones are skipped and counted.
 //!
@@ -21,8 +21,10 @@
 //! progress and retried (re-checked first) by the next run, before it goes on; the deletion is
 //! complete only when no line is left failed.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -132,7 +134,7 @@ pub struct Scan {
 
 /// Parse one line into (key, size), checking it is an `@final` key inside the store's prefix.
 /// `None` for a blank line.
-fn parse_line(n: usize, raw: RawLine<'_>, store: &Store) -> std::result::Result<Option<(String, u64)>, String> {
+fn parse_line<'a>(n: usize, raw: RawLine<'a>, store: &Store) -> std::result::Result<Option<(Cow<'a, str>, u64)>, String> {
     let bytes = match raw {
         RawLine::TooLong(len) => {
             return Err(format!("line {n}: {len} bytes long, over the limit of {MAX_LINE} (not shown)"));
@@ -146,24 +148,30 @@ fn parse_line(n: usize, raw: RawLine<'_>, store: &Store) -> std::result::Result<
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let fields = manifest::split_csv_line(text).map_err(|e| format!("line {n}: not valid CSV ({e})"))?;
+    // Lines without quotes, nearly all of them, are split without copying.
+    let mut fields: Vec<Cow<'a, str>> = if text.contains('"') {
+        let fields = manifest::split_csv_line(text).map_err(|e| format!("line {n}: not valid CSV ({e})"))?;
+        fields.into_iter().map(Cow::Owned).collect()
+    } else {
+        text.split(',').map(Cow::Borrowed).collect()
+    };
     if fields.len() != 2 {
         return Err(format!("line {n}: expected 2 fields (object_path,object_size), found {}", fields.len()));
     }
-    let (key, size) = (&fields[0], &fields[1]);
-    let Ok(size) = size.trim().parse::<u64>() else {
-        return Err(format!("line {n}: size {} is not a number", manifest::shown(size)));
+    let (size_field, key) = (fields.pop().unwrap_or_default(), fields.pop().unwrap_or_default());
+    let Ok(size) = size_field.trim().parse::<u64>() else {
+        return Err(format!("line {n}: size {} is not a number", manifest::shown(&size_field)));
     };
-    if let Err(e) = layout::check_segments(key) {
-        return Err(format!("line {n}: {}: {e}", manifest::shown(key)));
+    if let Err(e) = layout::check_segments(&key) {
+        return Err(format!("line {n}: {}: {e}", manifest::shown(&key)));
     }
-    let Some(rel) = store.relative(key) else {
-        return Err(format!("line {n}: {} is outside the store prefix {:?}", manifest::shown(key), store.prefix()));
+    let Some(rel) = store.relative(&key) else {
+        return Err(format!("line {n}: {} is outside the store prefix {:?}", manifest::shown(&key), store.prefix()));
     };
     if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
-        return Err(format!("line {n}: {} is not an @final key (P/@final/xx/yy/…)", manifest::shown(key)));
+        return Err(format!("line {n}: {} is not an @final key (P/@final/xx/yy/…)", manifest::shown(&key)));
     }
-    Ok(Some((key.clone(), size)))
+    Ok(Some((key, size)))
 }
 
 fn open_manifest(file: &Path) -> Result<File> {
@@ -191,7 +199,11 @@ pub fn validate(file: &Path, store: &Store) -> Result<Scan> {
     }
     let io = |e: std::io::Error| Error::Input(format!("{file:?}: {e}"));
     let mut reader = LineReader::new(Hashing { inner: open_manifest(file)?, hash: Sha256::new(), len: 0 }, 0, 0);
-    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    // 128 bits of two independently keyed hashes per key: duplicates are found anew on every
+    // run, so the hashes need not be stable, and a collision is out of reach.
+    let (h1, h2) = (RandomState::new(), RandomState::new());
+    let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let mut seen: HashSet<u128> = HashSet::with_capacity((len / 128).min(1 << 22) as usize);
     let mut duplicates = HashSet::new();
     let mut lines = 0;
     let mut bad = Vec::new();
@@ -202,10 +214,8 @@ pub fn validate(file: &Path, store: &Store) -> Result<Scan> {
             Ok(None) => {}
             Ok(Some((key, _))) => {
                 lines += 1;
-                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-                let mut short = [0u8; 16];
-                short.copy_from_slice(&digest[..16]);
-                if !seen.insert(short) {
+                let digest = (u128::from(h1.hash_one(key.as_bytes())) << 64) | u128::from(h2.hash_one(key.as_bytes()));
+                if !seen.insert(digest) {
                     duplicates.insert(n);
                 }
             }
@@ -223,25 +233,27 @@ pub fn validate(file: &Path, store: &Store) -> Result<Scan> {
     Ok(Scan { len: h.len, sha256: hex::encode(h.hash.finalize()), lines, duplicates })
 }
 
-/// The validated manifest again, from a position, in batches; duplicate lines are left out.
+/// The validated manifest again, from a position, in batches; duplicate lines are left out, and
+/// so is anything appended after validation.
 struct Batches<'a> {
     reader: LineReader<File>,
     store: &'a Store,
     duplicates: &'a HashSet<usize>,
     file: &'a Path,
+    validated_len: u64,
 }
 
 impl<'a> Batches<'a> {
     fn open(file: &'a Path, line: usize, offset: u64, scan: &'a Scan, store: &'a Store) -> Result<Batches<'a>> {
         let mut f = open_manifest(file)?;
         f.seek(SeekFrom::Start(offset)).map_err(|e| Error::Input(format!("{file:?}: {e}")))?;
-        Ok(Batches { reader: LineReader::new(f, line, offset), store, duplicates: &scan.duplicates, file })
+        Ok(Batches { reader: LineReader::new(f, line, offset), store, duplicates: &scan.duplicates, file, validated_len: scan.len })
     }
 
     /// Up to `n` lines, and the line number and offset after them; None at the end.
     fn next(&mut self, n: usize) -> Result<Option<(Vec<Line>, usize, u64)>> {
         let mut batch = Vec::with_capacity(n);
-        while batch.len() < n {
+        while batch.len() < n && self.reader.offset() < self.validated_len {
             let number = self.reader.line() + 1;
             let raw = match self.reader.next_line() {
                 Ok(Some(raw)) => raw,
@@ -250,7 +262,7 @@ impl<'a> Batches<'a> {
             };
             match parse_line(number, raw, self.store) {
                 Ok(Some(_)) if self.duplicates.contains(&number) => {}
-                Ok(Some((key, size))) => batch.push((number, key, size)),
+                Ok(Some((key, size))) => batch.push((number, key.into_owned(), size)),
                 Ok(None) => {}
                 Err(msg) => {
                     return Err(Error::Input(format!("{:?} changed while it was being processed: {msg}", self.file)));
