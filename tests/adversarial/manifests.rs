@@ -485,6 +485,36 @@ async fn a_50_mb_line_is_refused_by_number_without_being_echoed() {
     }
 }
 
+/// The peak resident memory of this process (each test runs in a process of its own).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn validating_a_100_mb_line_keeps_memory_flat() {
+    let w = work_dir();
+    let root = w.path().join("store");
+    std::fs::create_dir(&root).unwrap();
+    let store = Store::open(&format!("file://{}", root.display())).unwrap();
+    let file = w.path().join("huge.csv");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let chunk = vec![b'B'; 1 << 20];
+        for _ in 0..100 {
+            std::io::Write::write_all(&mut f, &chunk).unwrap();
+        }
+        std::io::Write::write_all(&mut f, b",1\n").unwrap();
+    }
+    let before = peak_rss_kib();
+    let err = housekeep::orphans::delete::validate(&file, &store).unwrap_err();
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("line 1:") && err.to_string().len() < 1024, "{}", &err.to_string()[..200]);
+    assert!(grown < 32 * 1024, "peak memory grew by {grown} KiB reading one 100 MB line");
+}
+
 #[tokio::test]
 async fn control_characters_in_keys_are_shown_escaped() {
     let db = TestDb::migrated().await;
