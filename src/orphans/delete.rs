@@ -18,8 +18,9 @@
 //! appended and fsynced, then the progress moves past the batch. A run that finds a pending batch
 //! finishes it first: a candidate already gone was deleted by the interrupted run and is recorded;
 //! one still there is re-checked and deleted. Lines whose deletion failed are kept in the
-//! progress and retried (re-checked first) by the next run, before it goes on; the deletion is
-//! complete only when no line is left failed.
+//! progress and retried by the next run, before it goes on, the same way: gone by then (a request
+//! reported failed may still have deleted), recorded; still there, re-checked and deleted. The
+//! deletion is complete only when no line is left failed.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -80,6 +81,7 @@ struct Failed {
     line: usize,
     key: String,
     size: u64,
+    version: Option<String>,
 }
 
 /// A batch whose deletion may have started, and where the walk stands once it is done.
@@ -361,13 +363,25 @@ impl Run<'_> {
         self.finish(pending).await
     }
 
-    /// A batch an interrupted run may have started deleting: what is gone was deleted by it and
-    /// is recorded; what is still there is re-checked and deleted.
+    /// Candidates whose deletion was attempted — a batch an interrupted run may have started, or
+    /// lines whose deletion failed (a failed request may still have deleted): what is gone was
+    /// deleted by that attempt and is recorded; what is still there is re-checked and deleted.
     async fn resume(&mut self, pending: Pending) -> Result<()> {
+        use futures::StreamExt;
+        let heads: Vec<_> = futures::stream::iter(pending.candidates.into_iter().map(|c| {
+            let store = self.store.clone();
+            async move {
+                let head = store.head(&c.key).await;
+                (c, head)
+            }
+        }))
+        .buffered(self.concurrency.max(1))
+        .collect()
+        .await;
         let mut gone = Vec::new();
         let mut still_there = Vec::new();
-        for c in pending.candidates {
-            if self.store.head(&c.key).await?.is_some() {
+        for (c, head) in heads {
+            if head?.is_some() {
                 still_there.push((c.line, c.key, c.size));
             } else {
                 gone.push(c);
@@ -459,14 +473,20 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
     }
 
     // Lines earlier runs failed to delete, first; the failures of this retry go to the back of
-    // the list, for the next run.
+    // the list, for the next run. Until the progress is saved without them, they stay listed as
+    // failed on disk, which makes them safe to retry after a crash, like a pending batch.
     let mut left = run.progress.failed.len();
     while left > 0 {
         let k = left.min(BATCH);
         left -= k;
-        let lines: Vec<Line> = run.progress.failed.drain(..k).map(|f| (f.line, f.key, f.size)).collect();
+        let candidates: Vec<Candidate> = run
+            .progress
+            .failed
+            .drain(..k)
+            .map(|f| Candidate { line: f.line, key: f.key, size: f.size, version: f.version })
+            .collect();
         let (end_line, end_offset) = (run.progress.next_line, run.progress.next_offset);
-        run.batch(&lines, end_line, end_offset).await?;
+        run.resume(Pending { end_line, end_offset, candidates }).await?;
         if run.progress.failed.len() >= MAX_FAILED {
             return Err(too_many_failed(&run.progress));
         }
@@ -503,7 +523,7 @@ async fn delete_batch(store: &Store, candidates: Vec<Candidate>, concurrency: us
             Ok(()) => deleted.push(c),
             Err(e) => {
                 tracing::warn!(line = c.line, key = ?c.key, error = %e, "delete failed; the next run retries it");
-                failed.push(Failed { line: c.line, key: c.key, size: c.size });
+                failed.push(Failed { line: c.line, key: c.key, size: c.size, version: c.version });
             }
         }
     }

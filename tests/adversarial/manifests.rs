@@ -215,6 +215,8 @@ async fn a_lock_held_through_the_library_refuses_the_command_until_released() {
 #[derive(Default)]
 struct Control {
     fail: HashSet<String>,
+    /// Deleted, but reported failed (a timeout after the store did the work).
+    fail_after: HashSet<String>,
     fail_all: bool,
     attempts: HashMap<String, u32>,
 }
@@ -258,15 +260,19 @@ impl ObjectStore for Failing {
                 async move {
                     let loc = loc?;
                     let key = loc.to_string();
-                    let fail = {
+                    let (fail, fail_after) = {
                         let mut c = control.lock().unwrap();
                         *c.attempts.entry(key.clone()).or_default() += 1;
-                        c.fail_all || c.fail.contains(&key)
+                        (c.fail_all || c.fail.contains(&key), c.fail_after.contains(&key))
                     };
                     if fail {
                         return Err(object_store::Error::Generic { store: "failing", source: format!("refused to delete {key}").into() });
                     }
-                    inner.delete(&loc).await.map(|()| loc)
+                    inner.delete(&loc).await?;
+                    if fail_after {
+                        return Err(object_store::Error::Generic { store: "failing", source: format!("timed out deleting {key}").into() });
+                    }
+                    Ok(loc)
                 }
             })
             .buffered(8)
@@ -342,6 +348,29 @@ async fn failed_deletions_are_retried_by_a_plain_rerun_and_the_record_is_never_l
     let s = delete_orphans(&c, &store, &DeleteOptions { force_restart: true, ..opts.clone() }).await.unwrap();
     assert_eq!((s.deleted, s.skipped_missing, s.failed), (0, 20, 0), "{s:?}");
     assert_eq!(std::fs::read(&deleted_from).unwrap(), before, "the record of earlier deletions is kept");
+}
+
+#[tokio::test]
+async fn a_deletion_reported_failed_that_went_through_is_recorded_once() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::S3);
+    let keys = plant(&t.store, 5).await;
+    let (store, control) = failing_store(&t, true);
+    let w = work_dir();
+    let file = w.path().join("orphans.csv");
+    std::fs::write(&file, manifest_of(&keys)).unwrap();
+    let opts = DeleteOptions { filename: file.clone(), force_restart: false, dry_run: false, concurrency: 4 };
+    let c = db.client().await;
+    control.lock().unwrap().fail_after.insert(keys[1].clone());
+
+    let s = delete_orphans(&c, &store, &opts).await.unwrap();
+    assert_eq!((s.deleted, s.failed), (4, 1), "{s:?}");
+    assert!(t.store.head(&keys[1]).await.unwrap().is_none(), "the store did delete it");
+    let s = delete_orphans(&c, &store, &opts).await.unwrap();
+    assert_eq!((s.deleted, s.deleted_bytes, s.skipped_missing, s.failed), (5, 50, 0, 0), "{s:?}");
+    let recorded = keys_in(&w.path().join("deleted_from--orphans.csv"));
+    assert_eq!(recorded.iter().cloned().collect::<BTreeSet<_>>(), keys.iter().cloned().collect::<BTreeSet<_>>(), "every deleted object is on record");
+    assert_eq!(recorded.len(), 5, "once each");
 }
 
 #[tokio::test]
