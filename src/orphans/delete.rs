@@ -396,22 +396,12 @@ impl Run<'_> {
 }
 
 pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts: &DeleteOptions) -> Result<DeleteSummary> {
+    if opts.dry_run {
+        return dry_run(client, store, opts).await;
+    }
     let lock = manifest::lock(&opts.filename, "delete-orphans")?;
     crate::db::require_schema(client).await?;
     let scan = validate(&opts.filename, store)?;
-
-    if opts.dry_run {
-        let mut summary = DeleteSummary { lines: scan.lines, duplicates: scan.duplicates.len() as u64, ..Default::default() };
-        let mut batches = Batches::open(&opts.filename, 0, 0, &scan, store)?;
-        while let Some((batch, _, _)) = batches.next(BATCH)? {
-            for c in recheck(client, store, &batch, opts.concurrency, &mut summary).await? {
-                println!("would delete {} ({} bytes)", c.key, c.size);
-                summary.deleted += 1;
-                summary.deleted_bytes += c.size;
-            }
-        }
-        return Ok(summary);
-    }
 
     let (out_path, ppath) = (output_path(&opts.filename), progress_path(&opts.filename));
     lock.sweep_temporaries(&ppath);
@@ -502,6 +492,24 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
     run.progress.complete = run.progress.failed.is_empty();
     run.save()?;
     Ok(run.progress.summary)
+}
+
+/// Validate and re-check, print what would be deleted; write nothing beside the manifest but
+/// the lock, and not even that in a read-only directory.
+async fn dry_run(client: &tokio_postgres::Client, store: &Store, opts: &DeleteOptions) -> Result<DeleteSummary> {
+    let _lock = manifest::lock_to_read(&opts.filename, "delete-orphans --dry-run")?;
+    crate::db::require_schema(client).await?;
+    let scan = validate(&opts.filename, store)?;
+    let mut summary = DeleteSummary { lines: scan.lines, duplicates: scan.duplicates.len() as u64, ..Default::default() };
+    let mut batches = Batches::open(&opts.filename, 0, 0, &scan, store)?;
+    while let Some((batch, _, _)) = batches.next(BATCH)? {
+        for c in recheck(client, store, &batch, opts.concurrency, &mut summary).await? {
+            println!("would delete {} ({} bytes)", c.key, c.size);
+            summary.deleted += 1;
+            summary.deleted_bytes += c.size;
+        }
+    }
+    Ok(summary)
 }
 
 fn too_many_failed(p: &Progress) -> Error {

@@ -96,13 +96,32 @@ pub struct ManifestLock {
 /// Take the lock of `manifest` (`<manifest>.lock`) for `command`, or refuse at once (exit 2)
 /// naming the process that holds it.
 pub fn lock(manifest: &Path, command: &str) -> Result<ManifestLock> {
+    acquire(manifest, command, false)?.ok_or_else(|| Error::other("unreachable: no lock"))
+}
+
+/// The lock for a command that only reads the manifest (a dry run): as [`lock`], except that
+/// in a directory where no file can be created (a read-only mount) it goes without — no other
+/// housekeep can be writing there either.
+pub fn lock_to_read(manifest: &Path, command: &str) -> Result<Option<ManifestLock>> {
+    acquire(manifest, command, true)
+}
+
+fn acquire(manifest: &Path, command: &str, read_only_ok: bool) -> Result<Option<ManifestLock>> {
     check_filename(manifest)?;
     let path = beside(manifest, "", ".lock");
     // A holder that is finishing removes the lock file; what we locked may then be a name that
     // is gone, so check that the path still leads to the locked file, and retry if not.
     for _ in 0..20 {
-        let mut file =
-            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let mut file = match OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e)
+                if read_only_ok
+                    && matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err(&path, e)),
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -138,7 +157,7 @@ pub fn lock(manifest: &Path, command: &str) -> Result<ManifestLock> {
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(&text))
             .map_err(|e| io_err(&path, e))?;
-        return Ok(ManifestLock { path, file });
+        return Ok(Some(ManifestLock { path, file }));
     }
     Err(Error::Other(format!("{path:?}: could not take the lock (the file kept changing)")))
 }

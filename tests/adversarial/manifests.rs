@@ -466,6 +466,30 @@ async fn an_undeletable_object_exits_3_and_a_plain_rerun_retries_it() {
 }
 
 #[tokio::test]
+async fn a_dry_run_still_reads_a_manifest_in_a_directory_it_cannot_write() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let keys = plant(&t.store, 2).await;
+    let w = work_dir();
+    let ro = w.path().join("handed-over");
+    std::fs::create_dir(&ro).unwrap();
+    let file = ro.join("orphans.csv");
+    std::fs::write(&file, manifest_of(&keys)).unwrap();
+    let Some(_frozen) = Immutable::set(ro.clone()) else {
+        eprintln!("chattr +i is not available here");
+        return;
+    };
+    let o = run(cmd(&db, &t).args(["delete-orphans", "--dry-run", "--filename"]).arg(&file));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("would delete 2"), "{}", stdout(&o));
+    let o = run(cmd(&db, &t).args(["delete-orphans", "--filename"]).arg(&file));
+    assert!(!o.status.success(), "a real run needs to write beside the manifest");
+    for k in &keys {
+        assert!(t.store.head(k).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
 async fn duplicate_lines_delete_and_record_an_object_once() {
     let db = TestDb::migrated().await;
     let t = TestStore::new(Backend::Local);
