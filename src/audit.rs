@@ -17,7 +17,7 @@ impl Audit {
 
     /// An artifact row destroyed (moved to the deletion queue) or changed.
     #[allow(clippy::too_many_arguments)]
-    pub fn artifact(&self, action: &str, artifact_id: i64, project_id: i64, job_id: i64, file_type: i16, key: &str, size: i64, reason: &str) {
+    pub fn artifact(&self, action: &str, artifact_id: i64, project_id: i64, job_id: i64, file_type: i32, key: &str, size: i64, reason: &str) {
         tracing::info!(
             target: "housekeep::audit",
             run_id = self.run_id,

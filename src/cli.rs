@@ -271,7 +271,8 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
         }
         Command::Expedite(a) => {
             let ctx = context(config).await?;
-            let client = ctx.pool.get().await?;
+            let mut client = ctx.pool.get().await?;
+            let standalone = crate::db::migrate::mode(&client).await? == crate::db::migrate::Mode::Standalone;
             let q = crate::tasks::delete_objects::queue_now(&client).await?;
             let n = q.queued;
             if a.dry_run {
@@ -281,7 +282,7 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
                 );
                 return Ok(());
             }
-            let made_ready = crate::tasks::delete_objects::make_ready(&client).await?;
+            let made_ready = crate::tasks::delete_objects::make_ready(&mut client, standalone).await?;
             drop(client);
             tracing::info!(made_ready, queued = n, leased_elsewhere = q.leased, "every queued object not leased by another run is ready now");
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
@@ -399,12 +400,19 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
         }
         Command::Migrate => {
             let mut client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
-            let applied = crate::db::migrate::run(&mut client).await?;
-            if applied.is_empty() {
+            let report = crate::db::migrate::run(&mut client).await?;
+            match report.shape {
+                crate::db::migrate::Shape::Empty => println!("empty database: creating GitLab's tables and schema housekeep (standalone)"),
+                crate::db::migrate::Shape::Gitlab => {
+                    println!("found GitLab's tables: creating only schema housekeep; GitLab's tables are left as they are")
+                }
+                crate::db::migrate::Shape::Standalone => {}
+            }
+            if report.applied.is_empty() {
                 println!("schema is up to date ({} migrations)", crate::db::migrate::available().len());
             } else {
-                for m in applied {
-                    println!("applied V{}__{}", m.version, m.name);
+                for m in report.applied {
+                    println!("applied {}/V{}__{}", m.set, m.version, m.name);
                 }
             }
             Ok(())

@@ -7,14 +7,19 @@
 //! for: queued deletions, pending direct uploads (fresh and stale), planted orphans, pipeline
 //! artifacts that must never be touched, and rows whose object is missing.
 //!
-//! Rows go in through binary COPY. Ids continue after the largest existing ones, so seeding twice
-//! adds a second dataset. Given the same `--seed` and starting state, ids, sizes, states and keys
-//! are the same; times are relative to the moment of seeding.
+//! The rows are GitLab's: pipelines, jobs and artifacts spread over three partitions (100 and 101
+//! in the first partition tables, 102 in `gitlab_partitions_dynamic`), refs in `ci_refs`, full
+//! paths in `routes`, some artifacts in the legacy layout (`file_location = 1`).
+//!
+//! Rows go in through binary COPY. Ids continue the sequences (GitLab's id triggers assign them
+//! to pipelines, jobs and artifacts in insertion order), so seeding twice adds a second dataset;
+//! seed a database nothing else writes to meanwhile. Given the same `--seed` and starting state,
+//! ids, sizes, states and keys are the same; times are relative to the moment of seeding.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -57,9 +62,11 @@ pub struct SeedReport {
 }
 
 const REFS: [(&str, bool); 4] = [("main", false), ("develop", false), ("feature/login", false), ("v1.0.0", true)];
+/// The namespace every seeded project lives in.
+const NAMESPACE_ID: i64 = 1;
 const JOBS: [&str; 3] = ["build", "test", "lint"];
 /// (job index, file_type, file_format, file name)
-const ARTIFACTS: [(usize, i16, i16, &str); 6] = [
+const ARTIFACTS: [(usize, i32, i16, &str); 6] = [
     (0, 1, 2, "artifacts.zip"),
     (0, 2, 3, "metadata.gz"),
     (0, 3, 1, "job.log"),
@@ -72,6 +79,7 @@ const HISTORY_DAYS: i64 = 60;
 
 struct Pipeline {
     id: i64,
+    partition_id: i64,
     project_id: i64,
     ref_idx: usize,
     status: &'static str,
@@ -92,6 +100,39 @@ async fn next_id(client: &tokio_postgres::Client, table: &str) -> Result<i64> {
     // Table names come from this module's constants, never from input.
     let row = client.query_one(&format!("SELECT COALESCE(max(id), 0) + 1 FROM {table}"), &[]).await?;
     Ok(row.get(0))
+}
+
+/// The next value a sequence hands out.
+async fn next_from_sequence(client: &tokio_postgres::Client, seq: &str) -> Result<i64> {
+    let row = client.query_one("SELECT COALESCE(pg_sequence_last_value($1::text::regclass), 0) + 1", &[&seq]).await?;
+    Ok(row.get(0))
+}
+
+/// After `n` rows were inserted through an id trigger: they must have got `first..first + n`.
+async fn check_sequence(client: &tokio_postgres::Client, seq: &str, first: i64, n: i64) -> Result<()> {
+    let last = next_from_sequence(client, seq).await? - 1;
+    if n > 0 && last != first + n - 1 {
+        return Err(Error::other(format!(
+            "another process inserted rows while seeding ({seq} is at {last}, expected {}); seed a database nothing else writes to",
+            first + n - 1
+        )));
+    }
+    Ok(())
+}
+
+/// The partition of a pipeline (and its jobs and artifacts) created at `t`: the oldest rows in
+/// GitLab's first partitions, the newest in a dynamic one, as on an installation that has been
+/// through partition rollovers.
+fn partition_for(now: DateTime<Utc>, t: DateTime<Utc>) -> i64 {
+    match (now - t).num_days() {
+        d if d > 40 => 100,
+        d if d > 20 => 101,
+        _ => 102,
+    }
+}
+
+fn naive(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc()
 }
 
 async fn copy_in<'a>(
@@ -137,20 +178,55 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     let mut objects: Vec<ObjectToWrite> = Vec::new();
 
     let first_project = next_id(client, "projects").await?;
-    let first_pipeline = next_id(client, "ci_pipelines").await?;
-    let first_build = next_id(client, "ci_builds").await?;
-    let first_artifact = next_id(client, "ci_job_artifacts").await?;
+    let first_ref = next_id(client, "ci_refs").await?;
+    let first_pipeline = next_from_sequence(client, "ci_pipelines_id_seq").await?;
+    let first_build = next_from_sequence(client, "ci_builds_id_seq").await?;
+    let first_artifact = next_from_sequence(client, "ci_job_artifacts_id_seq").await?;
 
-    // Projects: one in ten has keep-latest off.
+    // Projects with their full paths (routes) and CI settings: one in ten has keep-latest off.
     let project_ids: Vec<i64> = (0..opts.projects).map(|i| first_project + i).collect();
     let keep_latest: HashMap<i64, bool> = project_ids.iter().map(|&p| (p, rng.random_range(0..10) != 0)).collect();
+    let created = naive(now - Duration::days(400));
     report.projects = copy_in(
         client,
-        "COPY projects (id, full_path, keep_latest_artifact, created_at) FROM STDIN BINARY",
-        &[Type::INT8, Type::TEXT, Type::BOOL, Type::TIMESTAMPTZ],
-        project_ids.iter().map(|&p| row![p, format!("group-{}/project-{p}", p % 7), keep_latest[&p], now - Duration::days(400)]),
+        "COPY projects (id, name, path, namespace_id, created_at, updated_at) FROM STDIN BINARY",
+        &[Type::INT8, Type::VARCHAR, Type::VARCHAR, Type::INT8, Type::TIMESTAMP, Type::TIMESTAMP],
+        project_ids.iter().map(|&p| row![p, format!("project-{p}"), format!("project-{p}"), NAMESPACE_ID, created, created]),
     )
     .await? as i64;
+    client.execute("SELECT setval('projects_id_seq', (SELECT COALESCE(max(id), 1) FROM projects))", &[]).await?;
+    copy_in(
+        client,
+        "COPY routes (source_id, source_type, path, name, namespace_id, created_at, updated_at) FROM STDIN BINARY",
+        &[Type::INT8, Type::VARCHAR, Type::VARCHAR, Type::VARCHAR, Type::INT8, Type::TIMESTAMP, Type::TIMESTAMP],
+        project_ids.iter().map(|&p| {
+            let path = format!("group-{}/project-{p}", p % 7);
+            row![p, "Project".to_string(), path.clone(), path, NAMESPACE_ID, created, created]
+        }),
+    )
+    .await?;
+    copy_in(
+        client,
+        "COPY project_ci_cd_settings (project_id, keep_latest_artifact) FROM STDIN BINARY",
+        &[Type::INT8, Type::BOOL],
+        project_ids.iter().map(|&p| row![p, keep_latest[&p]]),
+    )
+    .await?;
+    // One ci_ref per project and ref: refs/heads/NAME for branches, refs/tags/NAME for tags.
+    let ref_id = |project_id: i64, ref_idx: usize| first_ref + (project_id - first_project) * REFS.len() as i64 + ref_idx as i64;
+    copy_in(
+        client,
+        "COPY ci_refs (id, project_id, ref_path) FROM STDIN BINARY",
+        &[Type::INT8, Type::INT8, Type::TEXT],
+        project_ids.iter().flat_map(|&p| {
+            REFS.iter().enumerate().map(move |(i, (name, tag))| {
+                let path = if *tag { format!("refs/tags/{name}") } else { format!("refs/heads/{name}") };
+                row![ref_id(p, i), p, path]
+            })
+        }),
+    )
+    .await?;
+    client.execute("SELECT setval('ci_refs_id_seq', (SELECT COALESCE(max(id), 1) FROM ci_refs))", &[]).await?;
 
     // Pipelines, oldest first, spread over the history.
     let n_pipelines = (opts.artifacts + ARTIFACTS.len() as i64 - 1) / ARTIFACTS.len() as i64;
@@ -176,6 +252,7 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
         }
         pipelines.push(Pipeline {
             id: first_pipeline + i,
+            partition_id: partition_for(now, created_at),
             project_id,
             ref_idx,
             status,
@@ -203,16 +280,30 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     }
     report.pipelines = copy_in(
         client,
-        "COPY ci_pipelines (id, project_id, ref, tag, sha, status, source, locked, created_at, updated_at, finished_at) FROM STDIN BINARY",
-        &[Type::INT8, Type::INT8, Type::TEXT, Type::BOOL, Type::TEXT, Type::TEXT, Type::INT2, Type::INT2, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ],
+        "COPY p_ci_pipelines (partition_id, project_id, ref, tag, sha, status, source, locked, ci_ref_id, created_at, updated_at, finished_at) FROM STDIN BINARY",
+        &[Type::INT8, Type::INT8, Type::VARCHAR, Type::BOOL, Type::VARCHAR, Type::VARCHAR, Type::INT4, Type::INT2, Type::INT8, Type::TIMESTAMP, Type::TIMESTAMP, Type::TIMESTAMP],
         pipelines.iter().map(|p| {
             let (r, tag) = REFS[p.ref_idx];
             let sha = hex::encode(&Sha256::digest(p.id.to_le_bytes())[..20]);
-            let source: i16 = if p.id % 11 == 0 { 4 } else { 1 };
-            row![p.id, p.project_id, r.to_string(), tag, sha, p.status.to_string(), source, p.locked, p.created_at, p.finished_at.unwrap_or(p.created_at), p.finished_at]
+            let source: i32 = if p.id % 11 == 0 { 4 } else { 1 };
+            row![
+                p.partition_id,
+                p.project_id,
+                r.to_string(),
+                tag,
+                sha,
+                p.status.to_string(),
+                source,
+                p.locked,
+                ref_id(p.project_id, p.ref_idx),
+                naive(p.created_at),
+                naive(p.finished_at.unwrap_or(p.created_at)),
+                p.finished_at.map(naive)
+            ]
         }),
     )
     .await? as i64;
+    check_sequence(client, "ci_pipelines_id_seq", first_pipeline, report.pipelines).await?;
 
     // Jobs: three per pipeline, ids in pipeline order.
     let job_id = |pi: usize, j: usize| first_build + (pi * JOBS.len() + j) as i64;
@@ -227,18 +318,32 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     };
     report.jobs = copy_in(
         client,
-        "COPY ci_builds (id, project_id, commit_id, name, ref, status, created_at, finished_at, artifacts_expire_at) FROM STDIN BINARY",
-        &[Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ],
-        pipelines.iter().enumerate().flat_map(|(pi, p)| {
+        "COPY p_ci_builds (partition_id, project_id, commit_id, name, ref, tag, type, status, created_at, finished_at, artifacts_expire_at) FROM STDIN BINARY",
+        &[Type::INT8, Type::INT8, Type::INT8, Type::VARCHAR, Type::VARCHAR, Type::BOOL, Type::VARCHAR, Type::VARCHAR, Type::TIMESTAMP, Type::TIMESTAMP, Type::TIMESTAMP],
+        pipelines.iter().flat_map(|p| {
             let status = (0..JOBS.len()).map(|j| job_status(p, j)).collect::<Vec<_>>();
             (0..JOBS.len()).map(move |j| {
                 let finished = if status[j] == "running" { None } else { p.finished_at.or(Some(p.created_at + Duration::minutes(3))) };
                 let expire = (j == 0).then(|| p.created_at + Duration::days(30));
-                row![job_id(pi, j), p.project_id, p.id, JOBS[j].to_string(), REFS[p.ref_idx].0.to_string(), status[j].to_string(), p.created_at, finished, expire]
+                let (r, tag) = REFS[p.ref_idx];
+                row![
+                    p.partition_id,
+                    p.project_id,
+                    p.id,
+                    JOBS[j].to_string(),
+                    r.to_string(),
+                    tag,
+                    "Ci::Build".to_string(),
+                    status[j].to_string(),
+                    naive(p.created_at),
+                    finished.map(naive),
+                    expire.map(naive)
+                ]
             })
         }),
     )
     .await? as i64;
+    check_sequence(client, "ci_builds_id_seq", first_build, report.jobs).await?;
 
     // Artifacts.
     let mut artifact_rows = Vec::new();
@@ -257,7 +362,7 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
             } else {
                 (rng.random_range(0..10) != 0).then(|| created_at + Duration::days(30))
             };
-            let file_store: i16 = if rng.random_range(0..10) < 8 { 2 } else { 1 };
+            let file_store: i32 = if rng.random_range(0..10) < 8 { 2 } else { 1 };
             let size = match file_type {
                 1 => log_uniform(&mut rng, 1024, 65_536),
                 2 => log_uniform(&mut rng, 100, 2048),
@@ -266,30 +371,38 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
             };
             let direct = !is_trace && file_store == 2 && age < Duration::days(40) && rng.random_range(0..10) < 7;
             let final_path = direct.then(|| layout::final_key(p.project_id, &upload_id(&mut rng)));
+            // Old local files of installations from before hashed storage.
+            let legacy = !direct && file_store == 1 && age > Duration::days(45) && rng.random_range(0..4) == 0;
+            let file_location: i16 = if legacy { 1 } else { 2 };
             let missing = rng.random_range(0..100) == 0;
             let jid = job_id(pi, j);
             if opts.objects {
                 if missing {
                     report.missing_objects += 1;
                 } else {
-                    let key = final_path.clone().unwrap_or_else(|| layout::hashed_key(p.project_id, created_at, jid, aid, file));
-                    objects.push(ObjectToWrite { file_store, key, size, mtime: created_at });
+                    let key = match &final_path {
+                        Some(k) => k.clone(),
+                        None if legacy => legacy_key(p.project_id, created_at, jid, file),
+                        None => layout::hashed_key(p.project_id, created_at, jid, aid, file),
+                    };
+                    objects.push(ObjectToWrite { file_store: file_store as i16, key, size, mtime: created_at });
                 }
             }
             report.artifact_bytes += size;
-            artifact_rows.push((aid, p.project_id, jid, file_type, file_format, size, file_store, file, final_path, expire_at, locked, created_at));
+            artifact_rows.push((p.partition_id, p.project_id, jid, file_type, file_format, file_location, size, file_store, file, final_path, expire_at, locked, created_at));
             aid += 1;
         }
     }
     report.artifacts = copy_in(
         client,
-        "COPY ci_job_artifacts (id, project_id, job_id, file_type, file_format, file_location, size, file_store, file, file_final_path, expire_at, locked, created_at, updated_at) FROM STDIN BINARY",
-        &[Type::INT8, Type::INT8, Type::INT8, Type::INT2, Type::INT2, Type::INT2, Type::INT8, Type::INT2, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::INT2, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ],
-        artifact_rows.into_iter().map(|(id, pid, jid, ft, ff, size, fs, file, fp, exp, locked, created)| {
-            row![id, pid, jid, ft, ff, 2i16, size, fs, file.to_string(), fp, exp, locked, created, created]
+        "COPY p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, file_location, size, file_store, file, file_final_path, expire_at, locked, created_at, updated_at) FROM STDIN BINARY",
+        &[Type::INT8, Type::INT8, Type::INT8, Type::INT4, Type::INT2, Type::INT2, Type::INT8, Type::INT4, Type::VARCHAR, Type::TEXT, Type::TIMESTAMPTZ, Type::INT2, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ],
+        artifact_rows.into_iter().map(|(part, pid, jid, ft, ff, fl, size, fs, file, fp, exp, locked, created)| {
+            row![part, pid, jid, ft, ff, fl, size, fs, file.to_string(), fp, exp, locked, created, created]
         }),
     )
     .await? as i64;
+    check_sequence(client, "ci_job_artifacts_id_seq", first_artifact, report.artifacts).await?;
 
     // Ids no row has: for the files of artifacts deleted earlier (queued, or orphaned).
     let unused_job = job_id(pipelines.len(), 0) + 1000;
@@ -308,13 +421,29 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
             objects.push(ObjectToWrite { file_store: 2, key, size, mtime: created });
         }
     }
-    report.queued_objects = copy_in(
-        client,
-        "COPY ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id, created_at, size) FROM STDIN BINARY",
-        &[Type::INT2, Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::INT8, Type::TIMESTAMPTZ, Type::INT8],
-        queued.into_iter().map(|(pid, dir, file, pick, size)| row![2i16, pick, dir, file, pid, now, size]),
-    )
-    .await? as i64;
+    let (q_pids, q_dirs, q_files, q_picks, q_sizes) = queued.into_iter().fold(
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |mut v, (pid, dir, file, pick, size)| {
+            v.0.push(pid);
+            v.1.push(dir);
+            v.2.push(file);
+            v.3.push(pick);
+            v.4.push(size);
+            v
+        },
+    );
+    report.queued_objects = client
+        .execute(
+            "WITH q AS (
+               SELECT nextval('ci_deleted_objects_id_seq') AS id, u.*
+               FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[]) AS u(project_id, store_dir, file, pick_up_at, size)
+             ), queued AS (
+               INSERT INTO ci_deleted_objects (id, file_store, pick_up_at, store_dir, file, project_id) SELECT id, 2, pick_up_at, store_dir, file, project_id FROM q
+             )
+             INSERT INTO housekeep.deleted_object_state (deleted_object_id, size) SELECT id, size FROM q",
+            &[&q_pids, &q_dirs, &q_files, &q_picks, &q_sizes],
+        )
+        .await? as i64;
 
     // Pending direct uploads: half fresh, half stale (older than 3 h).
     let n_pending = (opts.projects / 2).max(4);
@@ -330,7 +459,7 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     }
     report.pending_uploads = copy_in(
         client,
-        "COPY pending_direct_uploads (object_key, created_at) FROM STDIN BINARY",
+        "COPY housekeep.pending_direct_uploads (object_key, created_at) FROM STDIN BINARY",
         &[Type::TEXT, Type::TIMESTAMPTZ],
         pending.into_iter().map(|(k, c)| row![k, c]),
     )
@@ -358,18 +487,17 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     }
 
     // Totals kept exact from the start.
+    // Totals kept exact from the start; storage_size is the sum of its parts, as in GitLab.
     client
         .execute(
-            "INSERT INTO project_statistics (project_id, build_artifacts_size)
-             SELECT p.id, COALESCE((SELECT sum(a.size) FROM ci_job_artifacts a WHERE a.project_id = p.id), 0)
-             FROM projects p WHERE p.id >= $1
-             ON CONFLICT (project_id) DO UPDATE SET build_artifacts_size = EXCLUDED.build_artifacts_size",
+            "INSERT INTO project_statistics (project_id, namespace_id, repository_size, build_artifacts_size, storage_size)
+             SELECT p.id, p.namespace_id, 1048576 * (1 + p.id % 50), t.total, 1048576 * (1 + p.id % 50) + t.total
+             FROM projects p
+             CROSS JOIN LATERAL (SELECT COALESCE(sum(a.size), 0)::bigint AS total FROM p_ci_job_artifacts a WHERE a.project_id = p.id) t
+             WHERE p.id >= $1",
             &[&first_project],
         )
         .await?;
-    for (table, seq) in [("projects", "projects_id_seq"), ("ci_pipelines", "ci_pipelines_id_seq"), ("ci_builds", "ci_builds_id_seq"), ("ci_job_artifacts", "ci_job_artifacts_id_seq")] {
-        client.execute(&format!("SELECT setval('{seq}', (SELECT COALESCE(max(id), 1) FROM {table}))"), &[]).await?;
-    }
     client.execute("ANALYZE", &[]).await?;
 
     if opts.objects {
@@ -377,6 +505,11 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
         write_objects(stores, objects, &mut report).await?;
     }
     Ok(report)
+}
+
+/// The legacy key of an artifact (`file_location = 1`): `YYYY_MM/<project_id>/<job_id>/<file>`.
+fn legacy_key(project_id: i64, created_at: DateTime<Utc>, job_id: i64, file: &str) -> String {
+    format!("{}/{project_id}/{job_id}/{file}", created_at.format("%Y_%m"))
 }
 
 /// Deterministic content of a given size.

@@ -1,55 +1,191 @@
-//! Versioned migrations from `sql/`, embedded in the binary and applied by `housekeep migrate`.
+//! `housekeep migrate`: versioned migrations, embedded in the binary, in two sets.
 //!
-//! refinery records each applied migration with a checksum in `housekeep_schema_migrations` and
-//! refuses to go on when an applied file has changed. A session-level advisory lock serialises
-//! concurrent runs: the second process waits, then finds nothing left to do.
+//! - `sql/gitlab/` creates GitLab's own tables (the columns housekeep uses, with GitLab's names,
+//!   types, partitions and indexes). It runs only on a standalone database: on a database that
+//!   already has GitLab's tables, housekeep never alters or adds to them. History:
+//!   `housekeep.gitlab_schema_migrations`.
+//! - `sql/housekeep/` creates housekeep's own schema `housekeep` (runs, the unlock queue and
+//!   pending uploads GitLab keeps in Redis, per-object retry state, key functions). It runs on
+//!   every database. History: `housekeep.schema_migrations`.
+//!
+//! Before anything is created, the database is classified ([`Shape`]): empty (standalone: both
+//! sets), housekeep's standalone (both sets, pending ones only), GitLab's (housekeep's set only),
+//! or neither — then nothing is created and the error names what is missing (exit 2). refinery
+//! checksums every applied file and refuses to go on when one changed; each set is applied in
+//! one transaction; a session-level advisory lock serialises concurrent runs.
 
 use crate::error::{Error, Result};
 
-mod embedded {
-    refinery::embed_migrations!("sql");
+mod gitlab_set {
+    refinery::embed_migrations!("sql/gitlab");
+}
+mod housekeep_set {
+    refinery::embed_migrations!("sql/housekeep");
 }
 
-pub const MIGRATION_TABLE: &str = "housekeep_schema_migrations";
+/// History of `sql/housekeep/`.
+pub const MIGRATION_TABLE: &str = "housekeep.schema_migrations";
+/// History of `sql/gitlab/` (present only where housekeep created GitLab's tables).
+pub const GITLAB_MIGRATION_TABLE: &str = "housekeep.gitlab_schema_migrations";
 /// Advisory lock key for migrations ("hk" "migr" in ASCII).
 const MIGRATE_LOCK: i64 = 0x686b_6d69_6772;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
+    /// `gitlab` or `housekeep`: which set the migration belongs to.
+    pub set: &'static str,
     pub version: i64,
     pub name: String,
 }
 
-/// Apply every pending migration; returns the ones this call applied (empty when up to date).
-pub async fn run(client: &mut tokio_postgres::Client) -> Result<Vec<Applied>> {
+/// What kind of database housekeep runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// housekeep created GitLab's tables itself: every task may run.
+    Standalone,
+    /// A live GitLab database: housekeep shares it with GitLab's own workers (README, "Live GitLab").
+    Gitlab,
+}
+
+/// A database as `migrate` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// None of GitLab's tables: housekeep creates them (standalone).
+    Empty,
+    /// housekeep's standalone database, migrated before.
+    Standalone,
+    /// GitLab's tables, as a GitLab version housekeep knows has them.
+    Gitlab,
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub shape: Shape,
+    pub applied: Vec<Applied>,
+}
+
+/// The tables and columns housekeep reads and writes in GitLab's schema. A GitLab database that
+/// lacks one of them is a version housekeep does not know.
+pub const GITLAB_COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "p_ci_job_artifacts",
+        &[
+            "id", "partition_id", "project_id", "job_id", "file_type", "file_format", "file_location", "size", "file_store",
+            "file", "file_final_path", "file_sha256", "expire_at", "locked", "created_at",
+        ],
+    ),
+    ("p_ci_builds", &["id", "partition_id", "project_id", "commit_id", "name", "ref", "status", "finished_at", "erased_at", "artifacts_expire_at"]),
+    ("p_ci_pipelines", &["id", "partition_id", "project_id", "ref", "tag", "status", "source", "locked", "ci_ref_id", "finished_at"]),
+    ("ci_deleted_objects", &["id", "file_store", "pick_up_at", "store_dir", "file", "project_id", "created_at"]),
+    ("project_statistics", &["project_id", "build_artifacts_size", "storage_size"]),
+    ("projects", &["id", "namespace_id"]),
+    ("routes", &["source_id", "source_type", "path"]),
+    ("project_ci_cd_settings", &["project_id", "keep_latest_artifact"]),
+    ("ci_refs", &["id", "project_id", "ref_path"]),
+    ("ci_sources_pipelines", &["pipeline_id", "partition_id", "source_pipeline_id", "source_partition_id", "project_id", "source_project_id"]),
+];
+
+const MISSING_COLUMNS: &str = "
+SELECT t.tbl, t.col, EXISTS (SELECT 1 FROM information_schema.tables i WHERE i.table_schema = 'public' AND i.table_name = t.tbl)
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(tbl, col, n)
+WHERE NOT EXISTS (SELECT 1 FROM information_schema.columns c
+                  WHERE c.table_schema = 'public' AND c.table_name = t.tbl AND c.column_name = t.col)
+ORDER BY t.n";
+
+/// Classify the database; refuses (exit 2, nothing created) one that has neither shape.
+pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
+    let r = client
+        .query_one(
+            "SELECT to_regclass('public.housekeep_schema_migrations') IS NOT NULL,
+                    to_regclass('housekeep.gitlab_schema_migrations') IS NOT NULL,
+                    to_regclass('public.ci_job_artifacts') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    let (old_standalone, standalone, unpartitioned_artifacts): (bool, bool, bool) = (r.get(0), r.get(1), r.get(2));
+    if old_standalone && !standalone {
+        return Err(Error::config(
+            "this database holds the schema of an earlier housekeep (public.housekeep_schema_migrations), \
+             which did not have GitLab's partitioned tables; migrate a new, empty database instead",
+        ));
+    }
+    if standalone {
+        return Ok(Shape::Standalone);
+    }
+    let (tables, columns): (Vec<&str>, Vec<&str>) =
+        GITLAB_COLUMNS.iter().flat_map(|(t, cols)| cols.iter().map(move |c| (*t, *c))).unzip();
+    let missing = client.query(MISSING_COLUMNS, &[&tables, &columns]).await?;
+    if missing.is_empty() {
+        return Ok(Shape::Gitlab);
+    }
+    let table_missing: Vec<String> = missing.iter().filter(|r| !r.get::<_, bool>(2)).map(|r| r.get(0)).collect();
+    let all_tables: std::collections::BTreeSet<&str> = tables.iter().copied().collect();
+    let absent: std::collections::BTreeSet<&str> = table_missing.iter().map(String::as_str).collect();
+    if absent == all_tables && !unpartitioned_artifacts {
+        return Ok(Shape::Empty);
+    }
+    if unpartitioned_artifacts && absent.contains("p_ci_job_artifacts") {
+        return Err(Error::config(
+            "this GitLab database has ci_job_artifacts but not its partitioned parent p_ci_job_artifacts: \
+             housekeep needs GitLab 17.0 or later (upgrade GitLab first)",
+        ));
+    }
+    let what: Vec<String> = missing
+        .iter()
+        .map(|r| {
+            let (t, c, has_table): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+            if has_table { format!("{t}.{c}") } else { t }
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Err(Error::config(format!(
+        "this database is neither empty nor a GitLab database housekeep knows: it lacks {}; \
+         point housekeep at an empty database (standalone) or at GitLab's (17.0 or later)",
+        what.join(", ")
+    )))
+}
+
+/// Apply every pending migration; returns the database's shape and what this call applied.
+pub async fn run(client: &mut tokio_postgres::Client) -> Result<Report> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK]).await?;
-    let mut runner = embedded::migrations::runner().set_abort_divergent(true).set_abort_missing(true);
-    runner.set_migration_table_name(MIGRATION_TABLE);
-    let result = runner.run_async(client).await;
+    let result = apply(client).await;
     // Unlock even when the run failed; the connection closing would release it too.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]).await;
-    let report = result.map_err(|e| Error::Database(format!("migration failed: {}", describe(&e))))?;
-    Ok(report
-        .applied_migrations()
-        .iter()
-        .map(|m| Applied { version: m.version() as i64, name: m.name().to_string() })
-        .collect())
+    result
 }
 
-/// Every migration the binary carries.
+async fn apply(client: &mut tokio_postgres::Client) -> Result<Report> {
+    let shape = detect(client).await?;
+    client.batch_execute("CREATE SCHEMA IF NOT EXISTS housekeep").await?;
+    let mut applied = Vec::new();
+    if shape != Shape::Gitlab {
+        let mut runner = gitlab_set::migrations::runner().set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
+        runner.set_migration_table_name(GITLAB_MIGRATION_TABLE);
+        let report = runner.run_async(client).await.map_err(|e| Error::Database(format!("migration failed: {}", describe("gitlab", &e))))?;
+        applied.extend(report.applied_migrations().iter().map(|m| Applied { set: "gitlab", version: m.version() as i64, name: m.name().to_string() }));
+    }
+    let mut runner = housekeep_set::migrations::runner().set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
+    runner.set_migration_table_name(MIGRATION_TABLE);
+    let report = runner.run_async(client).await.map_err(|e| Error::Database(format!("migration failed: {}", describe("housekeep", &e))))?;
+    applied.extend(report.applied_migrations().iter().map(|m| Applied { set: "housekeep", version: m.version() as i64, name: m.name().to_string() }));
+    Ok(Report { shape, applied })
+}
+
+/// Every migration the binary carries, GitLab's tables first.
 pub fn available() -> Vec<Applied> {
-    embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| Applied { version: m.version() as i64, name: m.name().to_string() })
-        .collect()
+    let gitlab = gitlab_set::migrations::runner().get_migrations().iter().map(|m| Applied { set: "gitlab", version: m.version() as i64, name: m.name().to_string() }).collect::<Vec<_>>();
+    let own = housekeep_set::migrations::runner().get_migrations().iter().map(|m| Applied { set: "housekeep", version: m.version() as i64, name: m.name().to_string() }).collect::<Vec<_>>();
+    gitlab.into_iter().chain(own).collect()
 }
 
-fn describe(e: &refinery::Error) -> String {
+fn describe(set: &str, e: &refinery::Error) -> String {
     use refinery::error::Kind;
     match e.kind() {
         Kind::DivergentVersion(applied, ours) => format!(
-            "migration V{}__{} was changed after it was applied (checksum {} in the database, {} in this binary); \
+            "migration {set}/V{}__{} was changed after it was applied (checksum {} in the database, {} in this binary); \
              restore the original file or fix the database by hand",
             applied.version(),
             applied.name(),
@@ -57,10 +193,22 @@ fn describe(e: &refinery::Error) -> String {
             ours.checksum()
         ),
         Kind::MissingVersion(m) => format!(
-            "the database has migration V{}__{} that this binary does not know; is this an older housekeep?",
+            "the database has migration {set}/V{}__{} that this binary does not know; is this an older housekeep?",
             m.version(),
             m.name()
         ),
         other => other.to_string(),
+    }
+}
+
+/// The mode of a migrated database; an unmigrated one is refused with a clear message.
+pub async fn mode(client: &tokio_postgres::Client) -> Result<Mode> {
+    let r = client
+        .query_one("SELECT to_regclass('housekeep.schema_migrations') IS NOT NULL, to_regclass('housekeep.gitlab_schema_migrations') IS NOT NULL", &[])
+        .await?;
+    match (r.get::<_, bool>(0), r.get::<_, bool>(1)) {
+        (false, _) => Err(Error::config("the database has no housekeep schema yet; run `housekeep migrate` first")),
+        (true, true) => Ok(Mode::Standalone),
+        (true, false) => Ok(Mode::Gitlab),
     }
 }

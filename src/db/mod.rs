@@ -120,11 +120,7 @@ pub async fn connect(config: &Config) -> Result<Pool> {
     Ok(pool)
 }
 
-/// Fail with a clear message when the schema is not there yet.
-pub async fn require_schema(client: &tokio_postgres::Client) -> Result<()> {
-    let row = client.query_one("SELECT to_regclass('public.ci_job_artifacts') IS NOT NULL", &[]).await?;
-    if !row.get::<_, bool>(0) {
-        return Err(Error::config("the database has no housekeep schema yet; run `housekeep migrate` first"));
-    }
-    Ok(())
+/// Fail with a clear message when the schema is not there yet; otherwise the database's mode.
+pub async fn require_schema(client: &tokio_postgres::Client) -> Result<migrate::Mode> {
+    migrate::mode(client).await
 }

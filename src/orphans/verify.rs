@@ -11,10 +11,10 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::store::Stores;
 
-const PAGE: &str = "SELECT id, project_id, job_id, file_store,
-        housekeep_artifact_store_dir(project_id, created_at, job_id, id, file_final_path) || '/' ||
-        COALESCE(housekeep_artifact_file(file, file_final_path), '')
-     FROM ci_job_artifacts WHERE id > $1 ORDER BY id LIMIT $2";
+const PAGE: &str = "SELECT id, project_id, job_id, file_store::smallint,
+        housekeep.artifact_store_dir(project_id, created_at, job_id, id, file_final_path, file_location) || '/' ||
+        COALESCE(housekeep.artifact_file(file, file_final_path), '')
+     FROM p_ci_job_artifacts WHERE id > $1 ORDER BY id LIMIT $2";
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct VerifyReport {

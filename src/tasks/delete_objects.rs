@@ -21,47 +21,82 @@ use crate::error::Result;
 use crate::metrics::age_bucket;
 use crate::store::layout;
 
+/// Claim ready rows: lease them (`pick_up_at = now + lease`, GitLab's protocol) and mark the
+/// lease in housekeep's state, so that `expedite` can tell it from a row queued for later.
 const CLAIM: &str = "
 WITH c AS (
   SELECT id, pick_up_at FROM ci_deleted_objects
   WHERE pick_up_at < now() AND id <> ALL($3) ORDER BY pick_up_at LIMIT $1 FOR UPDATE SKIP LOCKED
+), leased AS (
+  UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $2)
+  FROM c WHERE d.id = c.id
+  RETURNING d.id, d.file_store, d.store_dir, d.file, d.created_at, c.pick_up_at AS old_pick_up_at, d.pick_up_at AS leased_until
+), marked AS (
+  INSERT INTO housekeep.deleted_object_state AS s (deleted_object_id, leased_until)
+  SELECT id, leased_until FROM leased
+  ON CONFLICT (deleted_object_id) DO UPDATE SET leased_until = EXCLUDED.leased_until
+  RETURNING s.deleted_object_id, s.size
 )
-UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
-FROM c WHERE d.id = c.id
-RETURNING d.id, d.file_store, d.store_dir, d.file, d.size, d.created_at, c.pick_up_at, d.pick_up_at";
+SELECT l.id, l.file_store, l.store_dir, l.file, m.size, l.created_at, l.old_pick_up_at, l.leased_until
+FROM leased l JOIN marked m ON m.deleted_object_id = l.id";
 
 /// Extend the leases of a claimed batch about to be sent, for the rows still leased to this run
 /// (`pick_up_at` as this run set it); the rows returned are the ones still ours.
 const RENEW: &str = "
-UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $3), leased_until = now() + make_interval(secs => $3)
-FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, ours) WHERE d.id = f.id AND d.pick_up_at = f.ours
-RETURNING d.id, d.pick_up_at";
+WITH renewed AS (
+  UPDATE ci_deleted_objects d SET pick_up_at = now() + make_interval(secs => $3)
+  FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, ours) WHERE d.id = f.id AND d.pick_up_at = f.ours
+  RETURNING d.id, d.pick_up_at
+), marked AS (
+  UPDATE housekeep.deleted_object_state s SET leased_until = r.pick_up_at FROM renewed r WHERE s.deleted_object_id = r.id
+)
+SELECT id, pick_up_at FROM renewed";
 
-/// Claimed rows whose object a live artifact row references (by `@final` key, or by the hashed
-/// key of the artifact id at the end of `store_dir`).
+/// Claimed rows whose object a live artifact row references: by `@final` key, by the hashed key
+/// (the artifact id ends `store_dir`) or by the legacy key (the job id ends it).
 const REFERENCED: &str = "
 SELECT o.id FROM ci_deleted_objects o
 WHERE o.id = ANY($1) AND (
-  EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = o.store_dir || '/' || o.file)
-  OR EXISTS (SELECT 1 FROM ci_job_artifacts a
+  EXISTS (SELECT 1 FROM p_ci_job_artifacts a WHERE a.file_final_path = o.store_dir || '/' || o.file)
+  OR EXISTS (SELECT 1 FROM p_ci_job_artifacts a
              WHERE o.store_dir ~ '/[0-9]{1,18}$'
-               AND a.id = substring(o.store_dir FROM '/([0-9]{1,18})$')::bigint
+               AND (a.id = substring(o.store_dir FROM '/([0-9]{1,18})$')::bigint
+                    OR a.job_id = substring(o.store_dir FROM '/([0-9]{1,18})$')::bigint)
                AND a.file_final_path IS NULL AND a.file = o.file
-               AND housekeep_artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, NULL) = o.store_dir))";
+               AND housekeep.artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, NULL, a.file_location) = o.store_dir))";
 
-const DONE: &str = "DELETE FROM ci_deleted_objects WHERE id = ANY($1)";
+/// Rows whose objects are gone: the queue rows, then housekeep's state of them.
+const DONE: &str = "
+WITH done AS (DELETE FROM ci_deleted_objects WHERE id = ANY($1) RETURNING id)
+DELETE FROM housekeep.deleted_object_state WHERE deleted_object_id = ANY($1)";
 
+/// Failed deletions: count the attempt, keep the error, back off (lease, doubling, capped).
 const FAILED: &str = "
-UPDATE ci_deleted_objects d SET attempts = d.attempts + 1, last_error = f.err, leased_until = NULL,
-  pick_up_at = now() + LEAST(make_interval(secs => $3) * power(2, LEAST(d.attempts, 20)), make_interval(secs => $4))
-FROM unnest($1::bigint[], $2::text[]) AS f(id, err) WHERE d.id = f.id";
+WITH counted AS (
+  INSERT INTO housekeep.deleted_object_state AS s (deleted_object_id, attempts, last_error)
+  SELECT id, 1, err FROM unnest($1::bigint[], $2::text[]) AS f(id, err)
+  ON CONFLICT (deleted_object_id) DO UPDATE SET attempts = s.attempts + 1, last_error = EXCLUDED.last_error, leased_until = NULL
+  RETURNING s.deleted_object_id, s.attempts
+)
+UPDATE ci_deleted_objects d
+SET pick_up_at = now() + LEAST(make_interval(secs => $3) * power(2, LEAST(c.attempts - 1, 20)), make_interval(secs => $4))
+FROM counted c WHERE d.id = c.deleted_object_id";
 
 /// Rows another worker claimed after this run's lease ended, or whose lease this run no longer
 /// holds, are left alone.
 const GIVE_BACK: &str = "
-UPDATE ci_deleted_objects d SET pick_up_at = f.old, leased_until = NULL
-FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS f(id, old, ours)
-WHERE d.id = f.id AND d.pick_up_at = f.ours";
+WITH back AS (
+  UPDATE ci_deleted_objects d SET pick_up_at = f.old
+  FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS f(id, old, ours)
+  WHERE d.id = f.id AND d.pick_up_at = f.ours
+  RETURNING d.id
+)
+UPDATE housekeep.deleted_object_state s SET leased_until = NULL FROM back b WHERE s.deleted_object_id = b.id";
+
+/// State of queue rows that are gone (GitLab's own delete worker removes rows too).
+const SWEEP_STATE: &str = "
+DELETE FROM housekeep.deleted_object_state s
+WHERE NOT EXISTS (SELECT 1 FROM ci_deleted_objects o WHERE o.id = s.deleted_object_id)";
 
 struct Claimed {
     id: i64,
@@ -94,8 +129,9 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     if run.dry_run {
         let r = client
             .query_one(
-                "SELECT count(*) FILTER (WHERE pick_up_at < now()), COALESCE(sum(size) FILTER (WHERE pick_up_at < now()), 0)::bigint,
-                        count(*) FROM ci_deleted_objects",
+                "SELECT count(*) FILTER (WHERE o.pick_up_at < now()), COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint,
+                        count(*)
+                 FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
                 &[],
             )
             .await?;
@@ -109,6 +145,10 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let (lease_s, max_s) = (lease.as_secs_f64(), max_backoff.as_secs_f64());
     let concurrency = run.ctx.config.store_concurrency;
     let limit = run.batch_size();
+    let swept = client.execute(SWEEP_STATE, &[]).await?;
+    if swept > 0 {
+        tracing::debug!(swept, "state of queue rows removed by another worker swept");
+    }
     let claim = client.prepare(CLAIM).await?;
     let ctx = run.ctx;
     // Rows that failed in this run are not retried before their back-off ends; this only guards
@@ -265,13 +305,13 @@ async fn prepare(
         .await?
         .iter()
         .map(|r| Claimed {
-            id: r.get(0),
-            file_store: r.get(1),
-            key: format!("{}/{}", r.get::<_, String>(2), r.get::<_, String>(3)),
-            size: r.get(4),
-            created_at: r.get(5),
-            old_pick_up_at: r.get(6),
-            leased_until: r.get(7),
+            id: r.get("id"),
+            file_store: r.get("file_store"),
+            key: format!("{}/{}", r.get::<_, String>("store_dir"), r.get::<_, String>("file")),
+            size: r.get("size"),
+            created_at: r.get("created_at"),
+            old_pick_up_at: r.get("old_pick_up_at"),
+            leased_until: r.get("leased_until"),
         })
         .collect();
     if rows.is_empty() {
@@ -321,20 +361,28 @@ fn truncate(s: &str, n: usize) -> String {
 pub struct QueueNow {
     pub queued: i64,
     pub bytes: i64,
-    /// Rows another run holds a lease on: left to it, never made ready under it.
+    /// Rows a delete-objects run holds a lease on: left to it, never made ready under it.
     pub leased: i64,
 }
 
 const QUEUE_NOW: &str = "
-SELECT count(*), COALESCE(sum(size), 0)::bigint, count(*) FILTER (WHERE leased_until > now())
-FROM ci_deleted_objects";
+SELECT count(*), COALESCE(sum(s.size), 0)::bigint, count(*) FILTER (WHERE s.leased_until > now() AND o.pick_up_at > now())
+FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id";
 
-/// Every queued row that no run holds a lease on becomes ready now. A row leased meanwhile is
-/// re-checked by PostgreSQL after the claim commits (READ COMMITTED), so a fresh lease is never
-/// shortened either.
+/// Rows to make ready, locked so that no claim can change them meanwhile; rows a claim holds
+/// right now are skipped (their lease is being set).
+const LOCK_FUTURE: &str = "SELECT id FROM ci_deleted_objects WHERE pick_up_at > now() FOR UPDATE SKIP LOCKED";
+
+/// Of the locked rows, the ones no run holds a lease on become ready. A separate statement, so
+/// its snapshot sees every lease committed before the rows were locked. On a live GitLab
+/// database ($2 false), a row due within GitLab's 10-minute lease may be leased by GitLab's own
+/// delete worker, which leaves no mark: it is left alone unless housekeep backed it off itself.
 const MAKE_READY: &str = "
-UPDATE ci_deleted_objects SET pick_up_at = now()
-WHERE pick_up_at > now() AND (leased_until IS NULL OR leased_until <= now())";
+UPDATE ci_deleted_objects o SET pick_up_at = now()
+WHERE o.id = ANY($1) AND o.pick_up_at > now()
+  AND NOT EXISTS (SELECT 1 FROM housekeep.deleted_object_state s WHERE s.deleted_object_id = o.id AND s.leased_until > now())
+  AND ($2 OR o.pick_up_at > now() + interval '10 minutes'
+       OR EXISTS (SELECT 1 FROM housekeep.deleted_object_state s WHERE s.deleted_object_id = o.id AND s.attempts > 0))";
 
 /// The queue as it stands (`expedite --dry-run`).
 pub async fn queue_now(client: &tokio_postgres::Client) -> Result<QueueNow> {
@@ -344,6 +392,10 @@ pub async fn queue_now(client: &tokio_postgres::Client) -> Result<QueueNow> {
 
 /// `expedite`: make every queued row ready now, except the rows other runs hold leases on;
 /// returns how many rows were made ready.
-pub async fn make_ready(client: &tokio_postgres::Client) -> Result<u64> {
-    Ok(client.execute(MAKE_READY, &[]).await?)
+pub async fn make_ready(client: &mut tokio_postgres::Client, standalone: bool) -> Result<u64> {
+    let tx = client.transaction().await?;
+    let ids: Vec<i64> = tx.query(LOCK_FUTURE, &[]).await?.iter().map(|r| r.get(0)).collect();
+    let n = tx.execute(MAKE_READY, &[&ids, &standalone]).await?;
+    tx.commit().await?;
+    Ok(n)
 }

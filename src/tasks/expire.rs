@@ -1,21 +1,22 @@
 //! `expire`: rows with `expire_at` before the run's start, `locked = 0`, not traces, move to the
-//! deletion queue — row deleted, object queued, project total decremented — one transaction per
-//! batch. The start time is fixed for the run, so rows expiring meanwhile wait for the next one.
+//! deletion queue — row deleted, object queued (none for a row with no file), project totals
+//! decremented — one transaction per batch. The start time is fixed for the run, so rows expiring meanwhile wait for the next one.
 
 use chrono::{DateTime, Utc};
 
 use super::{move_to_queue_sql, MovedAudit, Run};
 use crate::error::Result;
 
-/// Rows without any file name cannot be located; they are left for `verify` to report.
+/// GitLab's predicate (`DestroyAllExpiredService`), served by its partial index on `expire_at`.
+/// Rows with no file at all are deleted without queueing anything.
 const EXPIRE_BATCH: &str = move_to_queue_sql!(
-    "SELECT id FROM ci_job_artifacts
-     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3 AND (file IS NOT NULL OR file_final_path IS NOT NULL)
+    "SELECT id, partition_id FROM p_ci_job_artifacts
+     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3
      LIMIT $2 FOR UPDATE SKIP LOCKED"
 );
 
-const EXPIRE_COUNT: &str = "SELECT count(*), COALESCE(sum(size), 0)::bigint FROM ci_job_artifacts
-     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3 AND (file IS NOT NULL OR file_final_path IS NOT NULL)";
+const EXPIRE_COUNT: &str = "SELECT count(*), COALESCE(sum(size), 0)::bigint FROM p_ci_job_artifacts
+     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3";
 
 pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let client = run.ctx.pool.get().await?;

@@ -4,7 +4,7 @@
 //! `worker --once` and the scheduler. A run takes the task's advisory lock (except
 //! delete-objects, which shares work through row leases), works in bounded batches of one
 //! transaction each, stops when a batch comes back empty, when its time budget is spent or when
-//! shutdown is requested, and records itself in `housekeep_runs` and the metrics.
+//! shutdown is requested, and records itself in `housekeep.runs` and the metrics.
 
 pub mod delete_objects;
 pub mod expire;
@@ -107,7 +107,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The `outcome` label of the metrics and of `housekeep_runs`.
+    /// The `outcome` label of the metrics and of `housekeep.runs`.
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -238,16 +238,16 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
 /// backend no longer exists (or its pid now belongs to a newer backend). Holding a task's lock
 /// also proves that no other run of that task is alive, which covers rows without a backend pid.
 const CLOSE_INTERRUPTED: &str = "
-UPDATE housekeep_runs r SET finished_at = now(), outcome = 'interrupted'
+UPDATE housekeep.runs r SET finished_at = now(), outcome = 'interrupted'
 WHERE r.finished_at IS NULL
   AND ((r.task = $1 AND $2)
        OR (r.backend_pid IS NOT NULL AND NOT EXISTS (
              SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid AND a.backend_start <= r.started_at)))";
 
 const START_RUN: &str = "
-INSERT INTO housekeep_runs (task, dry_run, host, backend_pid) VALUES ($1, $2, $3, pg_backend_pid()) RETURNING id";
+INSERT INTO housekeep.runs (task, dry_run, host, backend_pid) VALUES ($1, $2, $3, pg_backend_pid()) RETURNING id";
 
-const FINISH_RUN: &str = "UPDATE housekeep_runs SET finished_at = now(), outcome = $2, stats = $3 WHERE id = $1";
+const FINISH_RUN: &str = "UPDATE housekeep.runs SET finished_at = now(), outcome = $2, stats = $3 WHERE id = $1";
 
 /// Take the task's lock, record the run, run the task, record how it ended and give the lock
 /// back, also when the task failed or panicked.
@@ -356,11 +356,11 @@ pub async fn refresh_backlog(ctx: &Context) -> Result<()> {
     let c = ctx.pool.get().await?;
     let row = c
         .query_one(
-            "SELECT (SELECT count(*) FROM ci_job_artifacts WHERE expire_at < now() AND locked = 0 AND file_type <> 3),
-                    (SELECT count(*) FROM ci_job_artifacts WHERE expire_at < now() AND locked = 2),
+            "SELECT (SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() AND locked = 0 AND file_type <> 3),
+                    (SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() AND locked = 2),
                     (SELECT count(*) FROM ci_deleted_objects),
                     (SELECT count(*) FROM ci_deleted_objects WHERE pick_up_at < now()),
-                    (SELECT count(*) FROM ci_unlock_pipeline_requests)",
+                    (SELECT count(*) FROM housekeep.unlock_requests)",
             &[],
         )
         .await?;
@@ -374,10 +374,12 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// Shared SQL: move the artifact rows chosen by a `batch` CTE (ids, rows locked FOR UPDATE) to
-/// the deletion queue in one statement — delete the rows, queue their objects with `pick_up_at`
-/// = expire_at clamped to [now − 1 day, now + 1 hour], and decrement the project totals — and
-/// return what was moved.
+/// Shared SQL: move the artifact rows chosen by a `batch` CTE (`id, partition_id` of rows locked
+/// FOR UPDATE) to the deletion queue in one statement, as GitLab's `DestroyBatchService` does —
+/// delete the rows, queue their objects with `pick_up_at` = expire_at clamped to [now − 1 day,
+/// now + 1 hour] (a row with no file at all queues nothing), keep each object's size in
+/// housekeep's state, and decrement the project totals additively (`storage_size` too, as GitLab's
+/// counter flush does) — and return what was moved.
 macro_rules! move_to_queue_sql {
     ($batch:literal) => {
         concat!(
@@ -385,21 +387,30 @@ macro_rules! move_to_queue_sql {
             $batch,
             "),
             del AS (
-              DELETE FROM ci_job_artifacts a USING batch b WHERE a.id = b.id
-              RETURNING a.id, a.project_id, a.job_id, a.file_type, COALESCE(a.size, 0) AS size, a.file_store, a.expire_at,
-                        housekeep_artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, a.file_final_path) AS store_dir,
-                        housekeep_artifact_file(a.file, a.file_final_path) AS file
+              DELETE FROM p_ci_job_artifacts a USING batch b WHERE a.id = b.id AND a.partition_id = b.partition_id
+              RETURNING a.id, a.project_id, a.job_id, a.file_type, COALESCE(a.size, 0) AS size, a.file_store::smallint AS file_store, a.expire_at,
+                        housekeep.artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, a.file_final_path, a.file_location) AS store_dir,
+                        housekeep.artifact_file(a.file, a.file_final_path) AS file
+            ),
+            to_queue AS (
+              SELECT d.*, nextval('ci_deleted_objects_id_seq') AS object_id FROM del d WHERE d.file IS NOT NULL
             ),
             queued AS (
-              INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id, size)
-              SELECT file_store,
+              INSERT INTO ci_deleted_objects (id, file_store, pick_up_at, store_dir, file, project_id)
+              SELECT object_id, file_store,
                      LEAST(GREATEST(COALESCE(expire_at, now()), now() - interval '1 day'), now() + interval '1 hour'),
-                     store_dir, file, project_id, size
-              FROM del
+                     store_dir, file, project_id
+              FROM to_queue
+              RETURNING 1
+            ),
+            sizes AS (
+              INSERT INTO housekeep.deleted_object_state (deleted_object_id, size)
+              SELECT object_id, size FROM to_queue
               RETURNING 1
             ),
             stats AS (
-              UPDATE project_statistics s SET build_artifacts_size = s.build_artifacts_size - d.total
+              UPDATE project_statistics s SET build_artifacts_size = s.build_artifacts_size - d.total,
+                                              storage_size = s.storage_size - d.total
               FROM (SELECT project_id, sum(size) AS total FROM del GROUP BY project_id) d
               WHERE s.project_id = d.project_id
               RETURNING 1
@@ -428,13 +439,23 @@ impl MovedAudit {
     /// Count a batch's rows and bytes now and audit them in the background; returns (rows, bytes).
     /// Fails when the previous batch's records could not be written.
     pub(crate) async fn push(&mut self, rows: Vec<tokio_postgres::Row>) -> Result<(i64, i64)> {
-        let counts = (rows.len() as i64, rows.iter().map(|r| r.get::<_, i64>(4)).sum());
+        let counts = (rows.len() as i64, rows.iter().map(|r| r.get::<_, i64>("size")).sum());
         self.finish().await?;
         if !rows.is_empty() {
             let (audit, action, reason) = (self.audit.clone(), self.action, self.reason);
             self.behind = Some(tokio::task::spawn_blocking(move || {
                 for r in &rows {
-                    audit.artifact(action, r.get(0), r.get(1), r.get(2), r.get(3), r.get(5), r.get(4), reason);
+                    let key: Option<String> = r.get("key");
+                    audit.artifact(
+                        action,
+                        r.get("id"),
+                        r.get("project_id"),
+                        r.get("job_id"),
+                        r.get("file_type"),
+                        key.as_deref().unwrap_or(""),
+                        r.get("size"),
+                        reason,
+                    );
                 }
             }));
         }

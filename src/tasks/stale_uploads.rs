@@ -1,5 +1,5 @@
 //! `stale-uploads`: direct uploads that never became an artifact row. Entries of
-//! `pending_direct_uploads` older than `max_age` (3 h) have their object deleted from the remote
+//! `housekeep.pending_direct_uploads` (GitLab keeps them in Redis) older than `max_age` (3 h) have their object deleted from the remote
 //! store, then their entry. An entry whose key an artifact row references was saved after all:
 //! only the entry goes.
 
@@ -12,20 +12,20 @@ use crate::error::Result;
 use crate::store::layout;
 
 const PICK: &str = "SELECT u.object_key,
-       EXISTS (SELECT 1 FROM ci_job_artifacts a WHERE a.file_final_path = u.object_key) AS referenced,
+       EXISTS (SELECT 1 FROM p_ci_job_artifacts a WHERE a.file_final_path = u.object_key) AS referenced,
        u.created_at
-     FROM pending_direct_uploads u
+     FROM housekeep.pending_direct_uploads u
      WHERE u.created_at < now() - make_interval(secs => $1) AND (u.created_at, u.object_key) > ($3, $4)
      ORDER BY u.created_at, u.object_key LIMIT $2";
 
-const REMOVE: &str = "DELETE FROM pending_direct_uploads WHERE object_key = ANY($1) AND created_at < now() - make_interval(secs => $2)";
+const REMOVE: &str = "DELETE FROM housekeep.pending_direct_uploads WHERE object_key = ANY($1) AND created_at < now() - make_interval(secs => $2)";
 
 pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let client = run.ctx.pool.get().await?;
     let max_age = run.cfg.max_age.map(|d| d.0).unwrap_or(Duration::from_secs(3 * 3600)).as_secs_f64();
     if run.dry_run {
         let n: i64 = client
-            .query_one("SELECT count(*) FROM pending_direct_uploads WHERE created_at < now() - make_interval(secs => $1)", &[&max_age])
+            .query_one("SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - make_interval(secs => $1)", &[&max_age])
             .await?
             .get(0);
         run.report.add("would_delete", n);

@@ -1,45 +1,92 @@
-//! `unlock` (keep latest artifacts): for every ref (a branch and a tag of the same name are two
-//! refs) with locked pipelines, pipelines older than the
-//! newest finished one are enqueued in `ci_unlock_pipeline_requests`, except the newest finished
-//! and the newest successful pipeline (CI sources only, as GitLab). Draining the queue sets the
-//! artifacts of queued pipelines `locked = 0` in batches, then the pipelines' `locked = 0` and the
-//! request's removal last, in one transaction: an interrupted drain resumes where it stopped.
+//! `unlock` (keep latest artifacts), as GitLab's `EnqueuePipelinesToUnlockService` and
+//! `UnlockPipelineService`. Refs are GitLab's `ci_refs` (merge-request pipelines of a branch share
+//! its ref; a branch and a tag of the same name are two refs). For every ref with locked
+//! pipelines, the locked pipelines older than the newest finished one are enqueued in
+//! `housekeep.unlock_requests` — the queue GitLab keeps in Redis — except the newest finished and
+//! the newest successful pipeline (CI sources only) and their same-project descendants (child
+//! pipelines, through `ci_sources_pipelines`). `housekeep unlock-ref` enqueues every locked
+//! pipeline of a deleted branch or tag. Draining the queue skips pipelines already unlocked, sets
+//! the artifacts of the others `locked = 0` in batches, then, in one transaction, their pipeline
+//! artifacts, the pipelines' `locked = 0` and the request's removal last: an interrupted drain
+//! resumes where it stopped.
 
 use super::Run;
 use crate::error::Result;
 
-/// Statuses that end a pipeline (GitLab's trigger for unlocking older ones).
-/// Sources that are not "CI sources" in GitLab (webide, parent_pipeline, on-demand DAST,
-/// security policies, container registry push, duo workflow, policy schedules) never count as
+/// Statuses that end a pipeline (GitLab's trigger for unlocking older ones). Sources that are not
+/// "CI sources" in GitLab (webide 9, parent_pipeline 12, on-demand DAST 13 and 14, security
+/// policies 15, container registry push 16, duo workflow 17, policy schedules 18) never count as
 /// the newest pipeline of a ref.
-const CANDIDATES: &str = "
-WITH refs AS (
-  SELECT DISTINCT project_id, ref, tag FROM ci_pipelines WHERE locked = 1 AND ref IS NOT NULL
+macro_rules! candidates {
+    () => {
+        "
+WITH RECURSIVE refs AS (
+  SELECT DISTINCT ci_ref_id FROM p_ci_pipelines WHERE locked = 1 AND ci_ref_id IS NOT NULL
 ), latest AS (
-  SELECT r.project_id, r.ref, r.tag,
-    (SELECT p.id FROM ci_pipelines p
-      WHERE p.project_id = r.project_id AND p.ref = r.ref AND p.tag = r.tag
-        AND p.status IN ('success', 'failed', 'canceled', 'skipped', 'manual')
-        AND COALESCE(p.source, 0) NOT IN (9, 12, 13, 14, 15, 16, 17, 18)
-      ORDER BY p.id DESC LIMIT 1) AS finished_id,
-    (SELECT p.id FROM ci_pipelines p
-      WHERE p.project_id = r.project_id AND p.ref = r.ref AND p.tag = r.tag AND p.status = 'success'
-        AND COALESCE(p.source, 0) NOT IN (9, 12, 13, 14, 15, 16, 17, 18)
-      ORDER BY p.id DESC LIMIT 1) AS success_id
+  SELECT r.ci_ref_id, f.id AS finished_id, f.partition_id AS finished_partition,
+         s.id AS success_id, s.partition_id AS success_partition
   FROM refs r
+  CROSS JOIN LATERAL (
+    SELECT p.id, p.partition_id FROM p_ci_pipelines p
+    WHERE p.ci_ref_id = r.ci_ref_id AND p.status IN ('success', 'failed', 'canceled', 'skipped', 'manual')
+      AND COALESCE(p.source, 0) NOT IN (9, 12, 13, 14, 15, 16, 17, 18)
+    ORDER BY p.id DESC LIMIT 1) f
+  LEFT JOIN LATERAL (
+    SELECT p.id, p.partition_id FROM p_ci_pipelines p
+    WHERE p.ci_ref_id = r.ci_ref_id AND p.status = 'success'
+      AND COALESCE(p.source, 0) NOT IN (9, 12, 13, 14, 15, 16, 17, 18)
+    ORDER BY p.id DESC LIMIT 1) s ON true
+), kept (id, partition_id, project_id) AS (
+  SELECT p.id, p.partition_id, p.project_id FROM latest l
+  JOIN p_ci_pipelines p ON (p.id = l.finished_id AND p.partition_id = l.finished_partition)
+                        OR (p.id = l.success_id AND p.partition_id = l.success_partition)
+  UNION
+  SELECT c.pipeline_id, c.partition_id, c.project_id FROM kept k
+  JOIN ci_sources_pipelines c ON c.source_pipeline_id = k.id AND c.source_partition_id = k.partition_id
+  WHERE c.project_id = k.project_id AND c.pipeline_id IS NOT NULL
 )
-SELECT p.id FROM latest l
-JOIN ci_pipelines p ON p.project_id = l.project_id AND p.ref = l.ref AND p.tag = l.tag
-WHERE p.locked = 1 AND p.id < l.finished_id AND p.id IS DISTINCT FROM l.success_id";
+SELECT p.id, p.partition_id FROM latest l
+JOIN p_ci_pipelines p ON p.ci_ref_id = l.ci_ref_id
+WHERE p.locked = 1 AND p.id < l.finished_id
+  AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.id = p.id AND k.partition_id = p.partition_id)"
+    };
+}
+const CANDIDATES: &str = candidates!();
 
-const QUEUED: &str = "SELECT pipeline_id FROM ci_unlock_pipeline_requests ORDER BY enqueued_at, pipeline_id LIMIT $1";
+const ENQUEUE: &str = concat!(
+    "INSERT INTO housekeep.unlock_requests (pipeline_id, partition_id) SELECT id, partition_id FROM (",
+    candidates!(),
+    ") c ON CONFLICT (pipeline_id) DO NOTHING RETURNING pipeline_id"
+);
 
-const UNLOCK_ARTIFACTS: &str = "UPDATE ci_job_artifacts SET locked = 0 WHERE id IN (
-       SELECT a.id FROM ci_builds b JOIN ci_job_artifacts a ON a.job_id = b.id
-       WHERE b.commit_id = ANY($1) AND a.locked <> 0 LIMIT $2)";
+/// The next queued pipelines, with whether each is still locked (a pipeline already unlocked,
+/// or gone, is only dequeued).
+const QUEUED: &str = "
+SELECT r.pipeline_id, r.partition_id, COALESCE(p.locked = 1, false) AS locked
+FROM housekeep.unlock_requests r
+LEFT JOIN p_ci_pipelines p ON p.id = r.pipeline_id AND p.partition_id = r.partition_id
+ORDER BY r.enqueued_at, r.pipeline_id LIMIT $1";
 
-const UNLOCK_PIPELINES: &str = "UPDATE ci_pipelines SET locked = 0, updated_at = now() WHERE id = ANY($1) AND locked = 1 RETURNING id";
-const DEQUEUE: &str = "DELETE FROM ci_unlock_pipeline_requests WHERE pipeline_id = ANY($1)";
+const UNLOCK_ARTIFACTS: &str = "
+UPDATE p_ci_job_artifacts a SET locked = 0
+FROM (SELECT x.id, x.partition_id
+      FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
+      JOIN p_ci_builds b ON b.commit_id = q.id AND b.partition_id = q.partition_id
+      JOIN p_ci_job_artifacts x ON x.job_id = b.id AND x.partition_id = b.partition_id
+      WHERE x.locked <> 0 LIMIT $3) t
+WHERE a.id = t.id AND a.partition_id = t.partition_id";
+
+const UNLOCK_PIPELINE_ARTIFACTS: &str = "
+UPDATE ci_pipeline_artifacts a SET locked = 0
+FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
+WHERE a.pipeline_id = q.id AND a.partition_id = q.partition_id AND a.locked IS DISTINCT FROM 0";
+
+const UNLOCK_PIPELINES: &str = "
+UPDATE p_ci_pipelines p SET locked = 0, updated_at = now() AT TIME ZONE 'UTC'
+FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
+WHERE p.id = q.id AND p.partition_id = q.partition_id AND p.locked = 1 RETURNING p.id";
+
+const DEQUEUE: &str = "DELETE FROM housekeep.unlock_requests WHERE pipeline_id = ANY($1)";
 
 /// Pipelines drained together; their artifacts are unlocked `batch_size` rows at a time.
 const PIPELINES_PER_DRAIN: i64 = 50;
@@ -47,30 +94,29 @@ const PIPELINES_PER_DRAIN: i64 = 50;
 pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let mut client = run.ctx.pool.get().await?;
     if run.dry_run {
-        let candidates: Vec<i64> = client.query(CANDIDATES, &[]).await?.iter().map(|r| r.get(0)).collect();
-        let queued: Vec<i64> =
-            client.query("SELECT pipeline_id FROM ci_unlock_pipeline_requests", &[]).await?.iter().map(|r| r.get(0)).collect();
-        let mut all = candidates.clone();
-        all.extend(&queued);
+        let candidates = client.query(CANDIDATES, &[]).await?;
+        let queued = client.query("SELECT pipeline_id, partition_id FROM housekeep.unlock_requests", &[]).await?;
+        let ids: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get(0)).collect();
+        let partitions: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get(1)).collect();
         let artifacts: i64 = client
             .query_one(
-                "SELECT count(*) FROM ci_builds b JOIN ci_job_artifacts a ON a.job_id = b.id WHERE b.commit_id = ANY($1) AND a.locked <> 0",
-                &[&all],
+                "SELECT count(*) FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
+                 JOIN p_ci_pipelines p ON p.id = q.id AND p.partition_id = q.partition_id AND p.locked = 1
+                 JOIN p_ci_builds b ON b.commit_id = q.id AND b.partition_id = q.partition_id
+                 JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id
+                 WHERE a.locked <> 0",
+                &[&ids, &partitions],
             )
             .await?
             .get(0);
-        run.report.add("would_enqueue", candidates.iter().filter(|c| !queued.contains(c)).count() as i64);
+        let queued_ids: std::collections::HashSet<i64> = queued.iter().map(|r| r.get(0)).collect();
+        run.report.add("would_enqueue", candidates.iter().filter(|c| !queued_ids.contains(&c.get::<_, i64>(0))).count() as i64);
         run.report.add("already_queued", queued.len() as i64);
         run.report.add("would_unlock_artifacts", artifacts);
         return Ok(());
     }
 
-    let enqueued = client
-        .query(
-            &format!("INSERT INTO ci_unlock_pipeline_requests (pipeline_id) {CANDIDATES} ON CONFLICT (pipeline_id) DO NOTHING RETURNING pipeline_id"),
-            &[],
-        )
-        .await?;
+    let enqueued = client.query(ENQUEUE, &[]).await?;
     for r in &enqueued {
         run.audit.pipeline("enqueued", r.get(0), "older than the newest finished pipeline of its ref");
     }
@@ -80,12 +126,34 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let unlock_artifacts = client.prepare(UNLOCK_ARTIFACTS).await?;
     let limit = run.batch_size();
     'drain: while run.keep_going() {
-        let pipelines: Vec<i64> = client.query(QUEUED, &[&PIPELINES_PER_DRAIN]).await?.iter().map(|r| r.get(0)).collect();
-        if pipelines.is_empty() {
+        let queued = client.query(QUEUED, &[&PIPELINES_PER_DRAIN]).await?;
+        if queued.is_empty() {
             break;
         }
+        let mut ids = Vec::new();
+        let mut partitions = Vec::new();
+        let mut skipped = Vec::new();
+        for r in &queued {
+            if r.get::<_, bool>("locked") {
+                ids.push(r.get::<_, i64>("pipeline_id"));
+                partitions.push(r.get::<_, i64>("partition_id"));
+            } else {
+                skipped.push(r.get::<_, i64>("pipeline_id"));
+            }
+        }
+        if !skipped.is_empty() {
+            // Already unlocked (or gone): nothing of theirs changes, not even unknown rows.
+            client.execute(DEQUEUE, &[&skipped]).await?;
+            for id in &skipped {
+                run.audit.pipeline("dequeued", *id, "already unlocked");
+            }
+            run.report.add("already_unlocked", skipped.len() as i64);
+        }
+        if ids.is_empty() {
+            continue;
+        }
         loop {
-            let n = client.execute(&unlock_artifacts, &[&pipelines, &limit]).await? as i64;
+            let n = client.execute(&unlock_artifacts, &[&ids, &partitions, &limit]).await? as i64;
             run.report.add("artifacts_unlocked", n);
             run.ctx.metrics.artifacts_unlocked.inc_by(n as u64);
             if n == 0 {
@@ -98,11 +166,12 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         }
         let tx = client.transaction().await?;
         // Rows added since the last batch (new uploads copy the pipeline's lock) go with the pipeline.
-        let late = tx.execute(&unlock_artifacts, &[&pipelines, &i64::MAX]).await? as i64;
+        let late = tx.execute(&unlock_artifacts, &[&ids, &partitions, &i64::MAX]).await? as i64;
         run.report.add("artifacts_unlocked", late);
         run.ctx.metrics.artifacts_unlocked.inc_by(late as u64);
-        let unlocked = tx.query(UNLOCK_PIPELINES, &[&pipelines]).await?;
-        tx.execute(DEQUEUE, &[&pipelines]).await?;
+        tx.execute(UNLOCK_PIPELINE_ARTIFACTS, &[&ids, &partitions]).await?;
+        let unlocked = tx.query(UNLOCK_PIPELINES, &[&ids, &partitions]).await?;
+        tx.execute(DEQUEUE, &[&ids]).await?;
         tx.commit().await?;
         for r in &unlocked {
             run.audit.pipeline("unlocked", r.get(0), "keep-latest: a newer pipeline finished on the ref");
@@ -111,4 +180,41 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         run.ctx.metrics.pipelines_unlocked.inc_by(unlocked.len() as u64);
     }
     Ok(())
+}
+
+/// `housekeep unlock-ref`: what GitLab does when a branch or tag is deleted — every locked
+/// pipeline of the ref is enqueued; the `unlock` task drains them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnlockRefStats {
+    pub enqueued: i64,
+    pub already_queued: i64,
+}
+
+/// The ref is `ci_refs.ref_path` (`refs/heads/NAME`, `refs/tags/NAME`); pipelines that have no
+/// `ci_ref_id` are matched by their `ref` and `tag`.
+const ENQUEUE_REF: &str = "
+WITH pipelines AS (
+  SELECT p.id, p.partition_id FROM p_ci_pipelines p
+  WHERE p.project_id = $1 AND p.locked = 1
+    AND (p.ci_ref_id IN (SELECT id FROM ci_refs WHERE project_id = $1 AND ref_path = $2)
+         OR (p.ci_ref_id IS NULL AND p.ref = $3 AND p.tag = $4))
+), ins AS (
+  INSERT INTO housekeep.unlock_requests (pipeline_id, partition_id) SELECT id, partition_id FROM pipelines
+  ON CONFLICT (pipeline_id) DO NOTHING RETURNING pipeline_id
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pipelines)";
+
+pub async fn enqueue_ref(client: &tokio_postgres::Client, project_id: i64, ref_path: &str) -> Result<UnlockRefStats> {
+    let (name, tag) = if let Some(n) = ref_path.strip_prefix("refs/heads/") {
+        (n, false)
+    } else if let Some(n) = ref_path.strip_prefix("refs/tags/") {
+        (n, true)
+    } else {
+        return Err(crate::error::Error::Input(format!(
+            "--ref {ref_path:?} is not a full ref: write refs/heads/NAME for a branch or refs/tags/NAME for a tag"
+        )));
+    };
+    let r = client.query_one(ENQUEUE_REF, &[&project_id, &ref_path, &name, &tag]).await?;
+    let (enqueued, all): (i64, i64) = (r.get(0), r.get(1));
+    Ok(UnlockRefStats { enqueued, already_queued: all - enqueued })
 }
