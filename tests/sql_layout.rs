@@ -20,9 +20,10 @@ async fn sql_keys_match_the_layout() {
     ] {
         let r = c
             .query_one(
-                "SELECT housekeep_artifact_store_dir($1, $2, $3, $4, NULL) || '/' || housekeep_artifact_file('artifacts.zip', NULL),
-                        housekeep_artifact_store_dir($1, $2, $3, $4, $5) || '/' || housekeep_artifact_file('artifacts.zip', $5),
-                        housekeep_project_dir($1)",
+                "SELECT housekeep.artifact_store_dir($1, $2, $3, $4, NULL, NULL) || '/' || housekeep.artifact_file('artifacts.zip', NULL),
+                        housekeep.artifact_store_dir($1, $2, $3, $4, $5, NULL) || '/' || housekeep.artifact_file('artifacts.zip', $5),
+                        housekeep.project_dir($1),
+                        housekeep.artifact_store_dir($1, $2, $3, $4, NULL, 2::smallint) || '/' || housekeep.artifact_file('artifacts.zip', NULL)",
                 &[&project_id, &created, &job_id, &id, &layout::final_key(project_id, &upload)],
             )
             .await
@@ -30,5 +31,6 @@ async fn sql_keys_match_the_layout() {
         assert_eq!(r.get::<_, String>(0), layout::hashed_key(project_id, created, job_id, id, "artifacts.zip"));
         assert_eq!(r.get::<_, String>(1), layout::final_key(project_id, &upload));
         assert_eq!(r.get::<_, String>(2), layout::project_dir(project_id));
+        assert_eq!(r.get::<_, String>(3), layout::hashed_key(project_id, created, job_id, id, "artifacts.zip"), "file_location 2 is hashed");
     }
 }
