@@ -84,6 +84,18 @@ pub enum Command {
     DeleteOrphans(DeleteOrphansArgs),
     /// Find (and with --dry-run false remove) artifact directories without a row on a local-disk store
     OrphanFiles(OrphanFilesArgs),
+    /// Queue every locked pipeline of a deleted branch or tag for unlocking (the unlock task drains them)
+    UnlockRef(UnlockRefArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockRefArgs {
+    /// The project: its id or its full path (group/project)
+    #[arg(long, value_name = "P")]
+    pub project: String,
+    /// The full ref: refs/heads/NAME for a branch, refs/tags/NAME for a tag
+    #[arg(long = "ref", value_name = "REF")]
+    pub ref_path: String,
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +316,18 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
             }
             println!("expedite: {}", report.summary());
             outcome_to_result(&report)
+        }
+        Command::UnlockRef(a) => {
+            let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
+            let mode = crate::db::require_schema(&client).await?;
+            crate::tasks::permitted(config, mode, Task::Unlock)?;
+            let project = crate::db::project::resolve(&client, &a.project).await?;
+            let s = crate::tasks::unlock::enqueue_ref(&client, project, &a.ref_path).await?;
+            println!(
+                "unlock-ref: {} pipelines of {} queued for unlocking ({} already queued); the unlock task drains them",
+                s.enqueued, a.ref_path, s.already_queued
+            );
+            Ok(())
         }
         Command::Verify => {
             let stores = Stores::open(config)?;

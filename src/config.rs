@@ -21,6 +21,9 @@ use crate::schedule::Schedule;
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
 const ENV_NOT_KEYS: &[&str] = &[ENV_CONFIG, "HOUSEKEEP_LOG"];
+/// The tasks that change GitLab's own artifact rows, and so need `gitlab_tasks` on a live GitLab
+/// database.
+pub const GITLAB_TASKS: &[&str] = &["unlock", "unknown", "expire"];
 /// Keys without a default (absent from a serialized default configuration).
 const OPTIONAL_KEYS: &[&str] = &["database_url", "store_url", "local_store_url"];
 
@@ -46,6 +49,10 @@ pub struct Config {
     pub db_connect_timeout: HumanDuration,
     /// Store requests in flight at once (1 to 10,000).
     pub store_concurrency: usize,
+    /// On a live GitLab database, the tasks that change GitLab's artifact rows (`expire`,
+    /// `unknown`, `unlock`) run only when named here, after GitLab's own cron workers for them
+    /// are turned off (README, "Live GitLab").
+    pub gitlab_tasks: Vec<String>,
     pub tasks: Tasks,
 }
 
@@ -148,6 +155,7 @@ impl Default for Config {
             db_pool_size: 8,
             db_connect_timeout: HumanDuration::secs(10),
             store_concurrency: 20,
+            gitlab_tasks: Vec::new(),
             tasks: Tasks::default(),
         }
     }
@@ -362,6 +370,10 @@ fn typed_value(sample: &Value, raw: &str, key: &str, source: &Source) -> Result<
             "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
             _ => Err(Error::config(format!("{key} (from {source}): expected true or false, got {raw:?}"))),
         },
+        // Lists are comma-separated in the environment and in flags.
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| Value::String(v.to_string())).collect(),
+        )),
         _ => Ok(Value::String(raw.to_string())),
     }
 }
@@ -409,6 +421,14 @@ fn validate(l: &Loaded) -> Result<()> {
     within("db_pool_size", i64::try_from(c.db_pool_size).unwrap_or(i64::MAX), DB_POOL_SIZE)?;
     within("store_concurrency", i64::try_from(c.store_concurrency).unwrap_or(i64::MAX), STORE_CONCURRENCY)?;
     positive("db_connect_timeout", c.db_connect_timeout)?;
+    for t in &c.gitlab_tasks {
+        if !GITLAB_TASKS.contains(&t.as_str()) {
+            return Err(err(
+                "gitlab_tasks",
+                format!("{t:?} is not a task that changes GitLab's rows; name any of {}", GITLAB_TASKS.join(", ")),
+            ));
+        }
+    }
     for (name, t) in c.tasks.iter() {
         let key = |k: &str| format!("tasks.{name}.{k}");
         t.schedule.parse::<Schedule>().map_err(|m| err(&key("schedule"), m))?;

@@ -58,7 +58,7 @@ LEFT JOIN (
     WHEN locked = 0 THEN 1
     WHEN locked = 2 THEN 2
     ELSE 3 END AS n
-  FROM ci_job_artifacts) a ON a.n = s.n
+  FROM p_ci_job_artifacts) a ON a.n = s.n
 GROUP BY s.n, s.label ORDER BY s.n";
 
 pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) -> Result<Status> {
@@ -71,19 +71,19 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
         .collect();
     let q = client
         .query_one(
-            "SELECT count(*), COALESCE(sum(size), 0)::bigint,
-                    count(*) FILTER (WHERE pick_up_at < now()),
-                    COALESCE(sum(size) FILTER (WHERE pick_up_at < now()), 0)::bigint
-             FROM ci_deleted_objects",
+            "SELECT count(*), COALESCE(sum(s.size), 0)::bigint,
+                    count(*) FILTER (WHERE o.pick_up_at < now()),
+                    COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint
+             FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
             &[],
         )
         .await?;
     let p = client
         .query_one(
-            "SELECT (SELECT count(*) FROM pending_direct_uploads),
-                    (SELECT count(*) FROM pending_direct_uploads WHERE created_at < now() - interval '3 hours'),
-                    (SELECT count(*) FROM ci_pipelines WHERE locked = 1),
-                    (SELECT count(*) FROM ci_unlock_pipeline_requests)",
+            "SELECT (SELECT count(*) FROM housekeep.pending_direct_uploads),
+                    (SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - interval '3 hours'),
+                    (SELECT count(*) FROM p_ci_pipelines WHERE locked = 1),
+                    (SELECT count(*) FROM housekeep.unlock_requests)",
             &[],
         )
         .await?;
@@ -143,19 +143,18 @@ async fn scan(client: &tokio_postgres::Client, stores: &Stores) -> Result<StoreS
     loop {
         let rows = client
             .query(
-                "SELECT id, project_id, job_id, created_at, file, file_final_path, file_store
-                 FROM ci_job_artifacts WHERE id > $1 ORDER BY id LIMIT 10000",
+                "SELECT id, file_store::smallint AS file_store,
+                        housekeep.artifact_store_dir(project_id, created_at, job_id, id, file_final_path, file_location) || '/' ||
+                        COALESCE(housekeep.artifact_file(file, file_final_path), '') AS key
+                 FROM p_ci_job_artifacts WHERE id > $1 ORDER BY id LIMIT 10000",
                 &[&last],
             )
             .await?;
         let Some(row) = rows.last() else { break };
         last = row.get(0);
         for r in &rows {
-            let key = match r.get::<_, Option<String>>(5) {
-                Some(k) => k,
-                None => layout::hashed_key(r.get(1), r.get(3), r.get(2), r.get(0), r.get::<_, Option<&str>>(4).unwrap_or("")),
-            };
-            let fs: i16 = r.get(6);
+            let key: String = r.get("key");
+            let fs: i16 = r.get("file_store");
             let fs = if same { 2 } else { fs };
             if !seen.contains(&(fs, key)) {
                 out.rows_missing_object += 1;

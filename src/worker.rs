@@ -35,8 +35,14 @@ fn notify(state: sd_notify::NotifyState<'_>) {
 pub async fn run_once(ctx: &Context) -> Result<Vec<Report>> {
     let mut reports = Vec::new();
     let mut partial = false;
+    let mode = crate::db::migrate::mode(&**ctx.pool.get().await?).await?;
     for task in Task::ALL {
         if !task.config(&ctx.config).enabled {
+            continue;
+        }
+        if let Err(e) = tasks::permitted(&ctx.config, mode, task) {
+            println!("{task}: skipped on a live GitLab database (not in gitlab_tasks)");
+            tracing::warn!(task = task.name(), "{e}");
             continue;
         }
         if ctx.cancel.is_cancelled() {
@@ -107,9 +113,17 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
         }
     });
 
+    let mode = crate::db::migrate::mode(&**ctx.pool.get().await?).await?;
     let schedules: Vec<(Task, Schedule)> = Task::ALL
         .into_iter()
         .filter(|t| t.config(&ctx.config).enabled)
+        .filter(|t| match tasks::permitted(&ctx.config, mode, *t) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(task = t.name(), "not scheduled: {e}");
+                false
+            }
+        })
         .map(|t| {
             let s = t.config(&ctx.config).schedule.parse::<Schedule>().map_err(Error::config)?;
             Ok((t, s))

@@ -122,6 +122,7 @@ CREATE TABLE p_ci_pipelines (
 PARTITION BY LIST (partition_id);
 ALTER SEQUENCE ci_pipelines_id_seq OWNED BY p_ci_pipelines.id;
 CREATE TABLE ci_pipelines PARTITION OF p_ci_pipelines FOR VALUES IN ('100', '101');
+ALTER TABLE p_ci_pipelines ADD CONSTRAINT fk_d80e161c54 FOREIGN KEY (ci_ref_id) REFERENCES ci_refs(id) ON DELETE SET NULL;
 CREATE TABLE gitlab_partitions_dynamic.ci_pipelines_102 PARTITION OF p_ci_pipelines FOR VALUES IN ('102');
 CREATE TRIGGER assign_p_ci_pipelines_id_trigger BEFORE INSERT ON p_ci_pipelines FOR EACH ROW EXECUTE FUNCTION assign_p_ci_pipelines_id_value();
 CREATE INDEX p_ci_pipelines_ci_ref_id_id_idx ON p_ci_pipelines USING btree (ci_ref_id, id) WHERE (locked = 1);
@@ -183,8 +184,7 @@ CREATE TABLE p_ci_job_artifacts (
     file_final_path text,
     CONSTRAINT check_27f0f6dbab CHECK ((file_store IS NOT NULL)),
     CONSTRAINT check_9f04410cf4 CHECK ((char_length(file_final_path) <= 1024)),
-    PRIMARY KEY (id, partition_id),
-    FOREIGN KEY (job_id, partition_id) REFERENCES p_ci_builds (id, partition_id) ON UPDATE CASCADE ON DELETE CASCADE
+    PRIMARY KEY (id, partition_id)
 )
 PARTITION BY LIST (partition_id);
 ALTER SEQUENCE ci_job_artifacts_id_seq OWNED BY p_ci_job_artifacts.id;
@@ -205,6 +205,12 @@ CREATE INDEX p_ci_job_artifacts_file_final_path_idx ON p_ci_job_artifacts USING 
 CREATE INDEX p_ci_job_artifacts_project_id_id_idx1 ON p_ci_job_artifacts USING btree (project_id, id);
 CREATE INDEX p_ci_job_artifacts_project_id_created_at_id_idx ON p_ci_job_artifacts USING btree (project_id, created_at, id);
 CREATE INDEX p_ci_job_artifacts_project_id_file_type_id_idx ON p_ci_job_artifacts USING btree (project_id, file_type, id);
+
+-- A job's artifacts go with it, and a pipeline's jobs with the pipeline (within a partition).
+ALTER TABLE p_ci_builds ADD CONSTRAINT fk_rails_d739f46384_p FOREIGN KEY (partition_id, commit_id)
+    REFERENCES p_ci_pipelines(partition_id, id) ON UPDATE CASCADE ON DELETE CASCADE;
+ALTER TABLE p_ci_job_artifacts ADD CONSTRAINT fk_rails_c5137cb2c1_p FOREIGN KEY (partition_id, job_id)
+    REFERENCES p_ci_builds(partition_id, id) ON UPDATE CASCADE ON DELETE CASCADE;
 
 -- Parent/child and multi-project pipeline links (not partitioned).
 CREATE TABLE ci_sources_pipelines (

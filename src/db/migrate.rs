@@ -129,7 +129,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     if unpartitioned_artifacts && absent.contains("p_ci_job_artifacts") {
         return Err(Error::config(
             "this GitLab database has ci_job_artifacts but not its partitioned parent p_ci_job_artifacts: \
-             housekeep needs GitLab 17.0 or later (upgrade GitLab first)",
+             housekeep needs GitLab 17.10 or later (upgrade GitLab first)",
         ));
     }
     let what: Vec<String> = missing
@@ -143,7 +143,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
         .collect();
     Err(Error::config(format!(
         "this database is neither empty nor a GitLab database housekeep knows: it lacks {}; \
-         point housekeep at an empty database (standalone) or at GitLab's (17.0 or later)",
+         point housekeep at an empty database (standalone) or at GitLab's (17.10 or later)",
         what.join(", ")
     )))
 }

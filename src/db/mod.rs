@@ -4,6 +4,7 @@
 
 pub mod conninfo;
 pub mod migrate;
+pub mod project;
 pub mod tls;
 
 use std::str::FromStr;

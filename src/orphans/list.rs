@@ -29,6 +29,8 @@ use crate::store::{layout, Store};
 
 const PAGE: usize = 1000;
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// GitLab deletes a direct upload left unfinished for this long (`DeleteStaleDirectUploadsWorker`).
+const STALE_UPLOAD_WINDOW: Duration = Duration::from_secs(3 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -105,9 +107,18 @@ pub async fn list_orphans(
     opts: &ListOptions,
     progress_bar: Option<indicatif::ProgressBar>,
 ) -> Result<ListSummary> {
+    let mode = crate::db::require_schema(client).await?;
+    if mode == crate::db::migrate::Mode::Gitlab && opts.min_age < STALE_UPLOAD_WINDOW {
+        // GitLab keeps pending direct uploads in Redis, which housekeep does not read: an upload
+        // in flight is only known to be over once it is older than GitLab's stale-upload window.
+        return Err(Error::Input(format!(
+            "--min-age {}s is below GitLab's 3h stale-upload window: on a live GitLab database pending uploads are in Redis, \
+             which housekeep does not read, so a younger object may be an upload in flight; use --min-age 3h or more",
+            opts.min_age.as_secs()
+        )));
+    }
     // One process per manifest: a second one (or a delete-orphans of FILE) is refused here.
     let lock = manifest::lock(&opts.filename, "list-orphans")?;
-    crate::db::require_schema(client).await?;
     let args = format!("store={} min_age={}s shard={}", store.url(), opts.min_age.as_secs(), opts.shard);
     let ppath = progress_path(&opts.filename);
     lock.sweep_temporaries(&ppath);

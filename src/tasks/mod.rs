@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::{Config, TaskConfig};
+use crate::db::migrate::Mode;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::Stores;
@@ -249,6 +250,32 @@ INSERT INTO housekeep.runs (task, dry_run, host, backend_pid) VALUES ($1, $2, $3
 
 const FINISH_RUN: &str = "UPDATE housekeep.runs SET finished_at = now(), outcome = $2, stats = $3 WHERE id = $1";
 
+/// GitLab's own cron worker doing what a task does, to turn off before housekeep takes over.
+fn gitlab_worker(task: Task) -> &'static str {
+    match task {
+        Task::Unlock => "Ci::ScheduleUnlockPipelinesInQueueCronWorker",
+        Task::Unknown => "Ci::UpdateLockedUnknownArtifactsWorker",
+        Task::Expire => "ExpireBuildArtifactsWorker",
+        Task::DeleteObjects => "Ci::ScheduleDeleteObjectsCronWorker",
+        Task::StaleUploads => "ObjectStorage::DeleteStaleDirectUploadsWorker",
+    }
+}
+
+/// Whether `task` may run on a database of this mode: on a live GitLab database, the tasks that
+/// change GitLab's artifact rows (`unlock`, `unknown`, `expire`) run only when `gitlab_tasks`
+/// names them. The others share GitLab's queue through its own lease protocol.
+pub fn permitted(config: &Config, mode: Mode, task: Task) -> Result<()> {
+    let gated = crate::config::GITLAB_TASKS.contains(&task.name());
+    if mode == Mode::Gitlab && gated && !config.gitlab_tasks.iter().any(|t| t == task.name()) {
+        return Err(Error::config(format!(
+            "{task} changes GitLab's artifact rows and this is a live GitLab database: turn off GitLab's {} \
+             (Admin > Monitoring > Background jobs > Cron), then add \"{task}\" to gitlab_tasks (HOUSEKEEP_GITLAB_TASKS)",
+            gitlab_worker(task)
+        )));
+    }
+    Ok(())
+}
+
 /// Take the task's lock, record the run, run the task, record how it ended and give the lock
 /// back, also when the task failed or panicked.
 async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Instant) -> Result<Report> {
@@ -266,6 +293,7 @@ async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Insta
 
     // The lock lives on a connection of its own, held for the whole run.
     let lock_conn = ctx.pool.get().await?;
+    permitted(&ctx.config, crate::db::migrate::mode(&lock_conn).await?, task)?;
     let lock = task.lock_key();
     if let Some(key) = lock {
         let got: bool = lock_conn.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await?.get(0);

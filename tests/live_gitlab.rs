@@ -1,0 +1,309 @@
+//! housekeep on a live GitLab database: a database shaped as GitLab's (tests/fixtures/
+//! gitlab_shape.sql, with two partitions per CI table, one of them in gitlab_partitions_dynamic).
+//! `migrate` creates only schema `housekeep`; every task, orphan command and report runs and
+//! touches rows in every partition; GitLab's table definitions are byte-identical before and
+//! after; the tasks that change GitLab's rows run only when named in `gitlab_tasks`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use bytes::Bytes;
+use common::{housekeep, run, stderr, stdout, Backend, TestDb, TestStore};
+use housekeep::store::layout;
+
+const SHAPE: &str = include_str!("fixtures/gitlab_shape.sql");
+
+/// An empty database with GitLab's tables and nothing of housekeep.
+async fn gitlab_db() -> TestDb {
+    let db = TestDb::empty().await;
+    db.client().await.batch_execute(SHAPE).await.expect("GitLab shape");
+    db
+}
+
+fn pg_dump() -> PathBuf {
+    let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/pg_dump")))
+        .filter(|p| p.exists())
+        .collect();
+    bins.sort();
+    bins.pop().expect("pg_dump")
+}
+
+/// The definitions of everything GitLab owns: every schema but housekeep's.
+fn gitlab_schema_dump(db: &TestDb) -> String {
+    let out = std::process::Command::new(pg_dump())
+        .args(["--schema-only", "--no-owner", "--schema=public", "--schema=gitlab_partitions_dynamic", "--schema=gitlab_partitions_static"])
+        .arg(&db.url)
+        .output()
+        .expect("run pg_dump");
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    // pg_dump marks each dump with a random \restrict key.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn hk(db: &TestDb, store: &TestStore, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = housekeep();
+    cmd.args(args)
+        .env("HOUSEKEEP_DATABASE_URL", &db.url)
+        .env("HOUSEKEEP_STORE_URL", &store.url)
+        .env("HOUSEKEEP_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+const ENABLED: (&str, &str) = ("HOUSEKEEP_GITLAB_TASKS", "unlock,unknown,expire");
+
+/// What one partition holds: ids of the rows the tasks are expected to change.
+struct PartitionRows {
+    old_pipeline: i64,
+    expired_artifact: i64,
+    unknown_artifact: i64,
+    expired_key: String,
+    unknown_key: String,
+}
+
+/// A project with rows in partition `partition`: two finished pipelines on main (the older one
+/// to unlock, with a locked artifact), an expired unlocked artifact and an expired unknown one
+/// on an already unlocked pipeline. Objects are written to the store.
+async fn rows_in_partition(c: &tokio_postgres::Client, store: &TestStore, project: i64, partition: i64) -> PartitionRows {
+    let ref_id: i64 = c
+        .query_one(
+            "INSERT INTO ci_refs (project_id, ref_path) VALUES ($1, 'refs/heads/main')
+             ON CONFLICT (project_id, ref_path) DO UPDATE SET status = ci_refs.status RETURNING id",
+            &[&project],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pipeline = |locked: i16| {
+        let c = c;
+        async move {
+            c.query_one(
+                "INSERT INTO p_ci_pipelines (partition_id, project_id, ref, status, source, locked, ci_ref_id, created_at, updated_at, finished_at)
+                 VALUES ($1, $2, 'main', 'success', 1, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
+                 RETURNING id",
+                &[&partition, &project, &locked, &ref_id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    let unlocked = pipeline(0).await;
+    let old = pipeline(1).await;
+    let _newest = pipeline(1).await;
+    let job = |pipeline: i64| {
+        let c = c;
+        async move {
+            c.query_one(
+                "INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, type, status, created_at, finished_at)
+                 VALUES ($1, $2, $3, 'build', 'main', 'Ci::Build', 'success', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id",
+                &[&partition, &project, &pipeline],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    let artifact = |job: i64, file_type: i32, expire: &'static str, locked: i16| {
+        let c = c;
+        async move {
+            let key = layout::final_key(project, &hex::encode(rand::random::<[u8; 32]>()));
+            let id: i64 = c
+                .query_one(
+                    "INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, size, file_store,
+                                                     file, file_final_path, expire_at, locked, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, 2, 100, 2, 'artifacts.zip', $5, now() + $6::text::interval, $7, now(), now()) RETURNING id",
+                    &[&partition, &project, &job, &file_type, &key, &expire, &locked],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (id, key)
+        }
+    };
+    let done_job = job(unlocked).await;
+    let (expired_artifact, expired_key) = artifact(done_job, 1, "-2 days", 0).await;
+    let (unknown_artifact, unknown_key) = artifact(done_job, 4, "-2 days", 2).await;
+    let old_job = job(old).await;
+    let (_, locked_key) = artifact(old_job, 1, "30 days", 1).await;
+    for k in [&expired_key, &unknown_key, &locked_key] {
+        store.store.put(&store.store.full_key(k), Bytes::from_static(b"0123456789")).await.unwrap();
+    }
+    c.execute(
+        "UPDATE project_statistics SET build_artifacts_size = build_artifacts_size + 300, storage_size = storage_size + 300 WHERE project_id = $1",
+        &[&project],
+    )
+    .await
+    .unwrap();
+    PartitionRows { old_pipeline: old, expired_artifact, unknown_artifact, expired_key, unknown_key }
+}
+
+async fn project(c: &tokio_postgres::Client, path: &str) -> i64 {
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO projects (name, path, namespace_id, organization_id, project_namespace_id) VALUES ('app', 'app', 1, 1, 2) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute("INSERT INTO routes (source_id, source_type, path, namespace_id) VALUES ($1, 'Project', $2, 1)", &[&id, &path])
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO project_statistics (project_id, namespace_id, repository_size, storage_size) VALUES ($1, 1, 1000, 1000)",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn migrate_creates_only_schema_housekeep_and_every_command_works_on_every_partition() {
+    let db = gitlab_db().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let p = project(&c, "grp/app").await;
+    let rows = [rows_in_partition(&c, &t, p, 100).await, rows_in_partition(&c, &t, p, 101).await];
+    let before = gitlab_schema_dump(&db);
+
+    let o = hk(&db, &t, &["migrate"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("found GitLab's tables: creating only schema housekeep"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("gitlab/V1"), "GitLab's tables must not be created: {}", stdout(&o));
+    let created: Vec<String> = c
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'public', 'gitlab_partitions_dynamic', 'gitlab_partitions_static')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(created.iter().all(|t| t.starts_with("housekeep.")), "{created:?}");
+    let o = hk(&db, &t, &["migrate"], &[]);
+    assert!(stdout(&o).contains("schema is up to date"), "{}", stdout(&o));
+
+    // Without gitlab_tasks, the tasks that change GitLab's rows refuse (exit 2) and say what to do.
+    for task in ["expire", "unknown", "unlock"] {
+        let o = hk(&db, &t, &["run", task], &[]);
+        assert_eq!(o.status.code(), Some(2), "{task}: {}", stderr(&o));
+        assert!(stderr(&o).contains("gitlab_tasks"), "{task}: {}", stderr(&o));
+    }
+    let o = hk(&db, &t, &["worker", "--once"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o).matches("skipped on a live GitLab database").count(), 3, "{}", stdout(&o));
+
+    // Enabled: every task runs and touches both partitions.
+    for task in ["unlock", "unknown", "expire"] {
+        let o = hk(&db, &t, &["run", task], &[ENABLED]);
+        assert_eq!(o.status.code(), Some(0), "{task}: {}{}", stdout(&o), stderr(&o));
+    }
+    for r in &rows {
+        let locked: i16 = c.query_one("SELECT locked FROM p_ci_pipelines WHERE id = $1", &[&r.old_pipeline]).await.unwrap().get(0);
+        assert_eq!(locked, 0, "pipeline {} was not unlocked", r.old_pipeline);
+        for id in [r.expired_artifact, r.unknown_artifact] {
+            let n: i64 = c.query_one("SELECT count(*) FROM p_ci_job_artifacts WHERE id = $1", &[&id]).await.unwrap().get(0);
+            assert_eq!(n, 0, "artifact {id} was not moved to the queue");
+        }
+    }
+    let queued: i64 = c.query_one("SELECT count(*) FROM ci_deleted_objects", &[]).await.unwrap().get(0);
+    assert_eq!(queued, 4);
+    // Statistics moved additively, storage_size with build_artifacts_size.
+    let (build, storage): (i64, i64) = {
+        let r = c.query_one("SELECT build_artifacts_size, storage_size FROM project_statistics WHERE project_id = $1", &[&p]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((build, storage), (200, 1200));
+
+    let o = hk(&db, &t, &["run", "delete-objects"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("deleted=4 "), "{}", stdout(&o));
+    for r in &rows {
+        for k in [&r.expired_key, &r.unknown_key] {
+            assert!(t.store.head(&t.store.full_key(k)).await.unwrap().is_none(), "{k} still there");
+        }
+    }
+    let o = hk(&db, &t, &["run", "stale-uploads"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Orphans: one per partition's project directory, planted old enough.
+    let orphan = layout::final_key(p, &hex::encode(rand::random::<[u8; 32]>()));
+    t.store.put(&t.store.full_key(&orphan), Bytes::from_static(b"orphan")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("orphans.csv");
+    let m = manifest.to_str().unwrap();
+    // Pending uploads live in GitLab's Redis, which housekeep does not read: a min-age below the
+    // 3 h stale-upload window is refused.
+    let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", "1h"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3h") || stderr(&o).contains("3 h"), "{}", stderr(&o));
+    let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", "3h"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", "0"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = hk(&db, &t, &["status"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = hk(&db, &t, &["verify"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = hk(&db, &t, &["delete-orphans", "--filename", m, "--dry-run"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let after = gitlab_schema_dump(&db);
+    let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).take(5).collect();
+    assert!(before == after, "GitLab's table definitions changed ({} lines before, {} after): {changed:?}", before.lines().count(), after.lines().count());
+}
+
+/// A database that is neither empty nor GitLab's: nothing is created, and the one line says what
+/// is missing.
+#[tokio::test]
+async fn a_database_of_neither_shape_is_refused_with_what_is_missing() {
+    let db = TestDb::empty().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE projects (id bigserial PRIMARY KEY, name text)").await.unwrap();
+    let o = hk(&db, &t, &["migrate"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("p_ci_job_artifacts") && err.contains("projects.namespace_id"), "{err}");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'housekeep'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing may be created");
+    let old: bool = c.query_one("SELECT to_regclass('housekeep_schema_migrations') IS NULL", &[]).await.unwrap().get(0);
+    assert!(old);
+}
+
+/// A GitLab older than the partitioned artifacts table is named as such.
+#[tokio::test]
+async fn a_gitlab_without_partitioned_artifacts_is_refused() {
+    let db = TestDb::empty().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE ci_job_artifacts (id bigserial PRIMARY KEY, project_id bigint, job_id bigint, file_type integer);
+         CREATE TABLE ci_deleted_objects (id bigserial PRIMARY KEY, store_dir text, file text);",
+    )
+    .await
+    .unwrap();
+    let o = hk(&db, &t, &["migrate"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("GitLab 17.10 or later"), "{}", stderr(&o));
+}
