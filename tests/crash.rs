@@ -26,10 +26,11 @@ const TRIALS: usize = 5;
 /// it starts.
 async fn artifacts(c: &Client) -> Vec<(Artifact, bool, i16)> {
     c.query(
-        "SELECT id, project_id, job_id, created_at, file, file_final_path, COALESCE(size, 0), file_store, file_type, locked,
+        "SELECT id, project_id, job_id, created_at, file, file_final_path, COALESCE(size, 0), file_store::smallint, file_type::smallint, locked,
                 (expire_at < now() AND locked = 0 AND file_type <> 3) AS expirable,
-                expire_at BETWEEN now() - interval '1 minute' AND now() + interval '1 minute' AS borderline
-         FROM ci_job_artifacts WHERE file IS NOT NULL OR file_final_path IS NOT NULL ORDER BY id",
+                expire_at BETWEEN now() - interval '1 minute' AND now() + interval '1 minute' AS borderline,
+                file_location = 1 AS legacy
+         FROM p_ci_job_artifacts WHERE file IS NOT NULL OR file_final_path IS NOT NULL ORDER BY id",
         &[],
     )
     .await
@@ -39,7 +40,14 @@ async fn artifacts(c: &Client) -> Vec<(Artifact, bool, i16)> {
     .map(|r| {
         let (id, project_id, job_id): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
         let final_path: Option<String> = r.get(5);
-        let key = final_path.unwrap_or_else(|| layout::hashed_key(project_id, r.get(3), job_id, id, &r.get::<_, String>(4)));
+        let created_at: chrono::DateTime<chrono::Utc> = r.get(3);
+        let key = match final_path {
+            Some(k) => k,
+            None if r.get::<_, Option<bool>>(12) == Some(true) => {
+                format!("{}/{project_id}/{job_id}/{}", created_at.format("%Y_%m"), r.get::<_, String>(4))
+            }
+            None => layout::hashed_key(project_id, created_at, job_id, id, &r.get::<_, String>(4)),
+        };
         let a = Artifact {
             id,
             project_id,
@@ -208,7 +216,7 @@ async fn sigkill_during_expire_loses_and_duplicates_nothing() {
                 assert_statistics_exact(c).await;
                 // Nothing but expirable rows moved, and no lock changed.
                 let rows: std::collections::HashMap<i64, i16> =
-                    c.query("SELECT id, locked FROM ci_job_artifacts", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+                    c.query("SELECT id, locked FROM p_ci_job_artifacts", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
                 for (id, locked) in others {
                     assert_eq!(rows.get(id), Some(locked), "{when}: artifact {id} is not expirable and must stay as it was");
                 }
@@ -275,11 +283,14 @@ async fn delete_dataset(db: &TestDb, store: &Store, seed_n: u64) -> (Vec<String>
         fixtures::run(&ctx, housekeep::tasks::Task::Expire).await;
     }
     let live: Vec<Artifact> = artifacts(&c).await.into_iter().map(|(a, _, _)| a).collect();
-    let referenced: Vec<String> = live.iter().step_by(live.len() / 20).take(20).map(|a| a.key.clone()).collect();
-    for k in &referenced {
-        let (dir, file) = layout::split_dir_file(k);
-        c.execute("INSERT INTO ci_deleted_objects (file_store, store_dir, file) VALUES (2, $1, $2)", &[&dir, &file]).await.unwrap();
+    let referenced: Vec<&Artifact> = live.iter().step_by(live.len() / 20).take(20).collect();
+    for a in &referenced {
+        let (dir, file) = layout::split_dir_file(&a.key);
+        c.execute("INSERT INTO ci_deleted_objects (file_store, store_dir, file, project_id) VALUES (2, $1, $2, $3)", &[&dir, &file, &a.project_id])
+            .await
+            .unwrap();
     }
+    let referenced: Vec<String> = referenced.into_iter().map(|a| a.key.clone()).collect();
     c.execute("UPDATE ci_deleted_objects SET pick_up_at = now() - interval '1 second'", &[]).await.unwrap();
     let referenced_set: HashSet<&String> = referenced.iter().collect();
     let queued: Vec<String> = fixtures::queue_keys(&c).await.into_keys().filter(|k| !referenced_set.contains(k)).collect();
@@ -318,8 +329,8 @@ async fn sigkill_during_delete_objects_on_s3_loses_and_duplicates_nothing() {
 
 /// SIGKILL `housekeep run unknown` at random instants. Each batch is one transaction, so after a
 /// crash every expired unknown row is either untouched (`locked = 2`) or in its final state:
-/// `locked = 1` when its pipeline is locked, `locked = 0` for a trace of an unlocked pipeline,
-/// otherwise gone with exactly one queue row; totals stay exact. Running it again resolves all.
+/// `locked = 1` when its pipeline is locked, otherwise (traces included) gone with exactly one
+/// queue row; totals stay exact. Running it again resolves all.
 #[tokio::test]
 async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
     let mut kills = Kills::default();
@@ -334,8 +345,10 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
         // The final state of each expired unknown row: Some(locked) if it stays, None if it goes.
         let fate: std::collections::HashMap<i64, Option<i16>> = c
             .query(
-                "SELECT a.id, CASE WHEN p.locked = 1 THEN 1 WHEN a.file_type = 3 THEN 0 END::smallint
-                 FROM ci_job_artifacts a LEFT JOIN ci_builds b ON b.id = a.job_id LEFT JOIN ci_pipelines p ON p.id = b.commit_id
+                "SELECT a.id, CASE WHEN p.locked = 1 THEN 1 END::smallint
+                 FROM p_ci_job_artifacts a
+                 LEFT JOIN p_ci_builds b ON b.id = a.job_id AND b.partition_id = a.partition_id
+                 LEFT JOIN p_ci_pipelines p ON p.id = b.commit_id AND p.partition_id = b.partition_id
                  WHERE a.locked = 2 AND a.expire_at < now() - interval '1 minute'",
                 &[],
             )
@@ -346,7 +359,7 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
             .collect();
         let others: std::collections::HashMap<i64, i16> = c
             .query(
-                "SELECT id, locked FROM ci_job_artifacts
+                "SELECT id, locked FROM p_ci_job_artifacts
                  WHERE NOT (locked = 2 AND expire_at < now() + interval '1 minute')",
                 &[],
             )
@@ -365,7 +378,7 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
         cmd.args(["run", "unknown"]).envs(env);
         let ids: Vec<i64> = fate.keys().copied().collect();
         let progress = format!(
-            "SELECT {} - count(*) FROM ci_job_artifacts WHERE locked = 2 AND id = ANY('{{{}}}'::bigint[])",
+            "SELECT {} - count(*) FROM p_ci_job_artifacts WHERE locked = 2 AND id = ANY('{{{}}}'::bigint[])",
             ids.len(),
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
         );
@@ -379,7 +392,7 @@ async fn sigkill_during_unknown_leaves_every_row_untouched_or_resolved() {
                 assert_no_duplicate_queue_rows(c).await;
                 assert_statistics_exact(c).await;
                 let rows: std::collections::HashMap<i64, i16> =
-                    c.query("SELECT id, locked FROM ci_job_artifacts", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+                    c.query("SELECT id, locked FROM p_ci_job_artifacts", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
                 for (id, end) in fate {
                     let now = rows.get(id).copied();
                     let ok = now == *end || (!complete && now == Some(2));
@@ -435,14 +448,14 @@ async fn sigkill_during_stale_uploads_deletes_no_entry_before_its_object() {
         let env = [("HOUSEKEEP_TASKS_STALE_UPLOADS_BATCH_SIZE", "10")];
         let mut cmd = command(&db, &t.url, &log);
         cmd.args(["run", "stale-uploads"]).envs(env);
-        let progress = format!("SELECT {} - count(*) FROM pending_direct_uploads", N + 21);
+        let progress = format!("SELECT {} - count(*) FROM housekeep.pending_direct_uploads", N + 21);
         kills.trial(trial, cmd, &c, &progress, N as i64 + 1).await;
 
         let check = |when: &'static str| {
             let (c, store, stale, young, saved) = (&c, &t.store, &stale, &young, &saved.key);
             async move {
                 let entries: HashSet<String> =
-                    c.query("SELECT object_key FROM pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+                    c.query("SELECT object_key FROM housekeep.pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
                 let have = objects(store).await;
                 for k in stale {
                     assert!(entries.contains(k) || !have.contains(k), "{when}: entry of {k} removed but its object exists");
@@ -570,7 +583,14 @@ async fn sigterm_during_delete_objects_gives_back_unused_leases() {
     assert!(left > 0 && status.code() == Some(130), "the run should have been interrupted mid-way: {status}, {left} left");
     // No lease outlives the run: every row left is ready again, none failed.
     let leased: i64 =
-        c.query_one("SELECT count(*) FROM ci_deleted_objects WHERE pick_up_at > now() OR attempts > 0", &[]).await.unwrap().get(0);
+        c.query_one(
+            "SELECT count(*) FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id
+             WHERE o.pick_up_at > now() OR s.attempts > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(leased, 0, "rows still leased after SIGTERM");
     // Guarantee 2.
     let queued: HashSet<String> = fixtures::queue_keys(&c).await.into_keys().collect();
@@ -607,7 +627,7 @@ async fn sigterm_stops_a_busy_worker_with_exit_0_within_30s() {
     // Wait until tasks are running.
     let t0 = Instant::now();
     loop {
-        let n: i64 = c.query_one("SELECT count(*) FROM housekeep_runs", &[]).await.unwrap().get(0);
+        let n: i64 = c.query_one("SELECT count(*) FROM housekeep.runs", &[]).await.unwrap().get(0);
         if n >= 3 {
             break;
         }
@@ -630,7 +650,7 @@ async fn sigterm_stops_a_busy_worker_with_exit_0_within_30s() {
     assert_eq!(status.code(), Some(0), "{status}\n{}", show_log(&log));
     eprintln!("worker stopped in {:?}", t1.elapsed());
     // No run was left without an outcome.
-    let open: i64 = c.query_one("SELECT count(*) FROM housekeep_runs WHERE finished_at IS NULL", &[]).await.unwrap().get(0);
+    let open: i64 = c.query_one("SELECT count(*) FROM housekeep.runs WHERE finished_at IS NULL", &[]).await.unwrap().get(0);
     assert_eq!(open, 0, "runs without an outcome after a clean stop");
 }
 
@@ -638,8 +658,8 @@ async fn sigterm_stops_a_busy_worker_with_exit_0_within_30s() {
 async fn lock_digest(c: &Client) -> String {
     c.query_one(
         "SELECT md5(concat_ws('|',
-           (SELECT string_agg(id || ':' || locked, ',' ORDER BY id) FROM ci_pipelines),
-           (SELECT string_agg(id || ':' || locked, ',' ORDER BY id) FROM ci_job_artifacts)))",
+           (SELECT string_agg(id || ':' || locked, ',' ORDER BY id) FROM p_ci_pipelines),
+           (SELECT string_agg(id || ':' || locked, ',' ORDER BY id) FROM p_ci_job_artifacts)))",
         &[],
     )
     .await
@@ -670,9 +690,9 @@ async fn sigkill_during_unlock_resumes_to_the_same_end_state() {
             lock_digest(&cc).await
         };
         let locked_before: Vec<i64> =
-            c.query("SELECT id FROM ci_pipelines WHERE locked = 1", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+            c.query("SELECT id FROM p_ci_pipelines WHERE locked = 1", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
         let total: i64 = cc
-            .query_one("SELECT count(*) FROM ci_pipelines WHERE locked = 0 AND id = ANY($1)", &[&locked_before])
+            .query_one("SELECT count(*) FROM p_ci_pipelines WHERE locked = 0 AND id = ANY($1)", &[&locked_before])
             .await
             .unwrap()
             .get(0);
@@ -681,7 +701,7 @@ async fn sigkill_during_unlock_resumes_to_the_same_end_state() {
         let mut cmd = command(&db, &t.url, &log);
         cmd.args(["run", "unlock"]).env("HOUSEKEEP_TASKS_UNLOCK_BATCH_SIZE", "5");
         // Progress: artifacts unlocked so far (pipelines go last, in bulk).
-        let progress = "SELECT count(*) FROM ci_job_artifacts WHERE locked = 0".to_string();
+        let progress = "SELECT count(*) FROM p_ci_job_artifacts WHERE locked = 0".to_string();
         let base: i64 = c.query_one(&progress, &[]).await.unwrap().get(0);
         let to_unlock: i64 = cc.query_one(&progress, &[]).await.unwrap().get::<_, i64>(0) - base;
         let at = match pick(trial, to_unlock, Duration::ZERO) {
@@ -691,7 +711,7 @@ async fn sigkill_during_unlock_resumes_to_the_same_end_state() {
         let (status, running, ran) = kill_during(cmd, &c, &progress, at).await;
         wait_for_housekeep_backends(&c).await;
         let unlocked: i64 = c
-            .query_one("SELECT count(*) FROM ci_pipelines WHERE locked = 0 AND id = ANY($1)", &[&locked_before])
+            .query_one("SELECT count(*) FROM p_ci_pipelines WHERE locked = 0 AND id = ANY($1)", &[&locked_before])
             .await
             .unwrap()
             .get(0);
@@ -701,7 +721,9 @@ async fn sigkill_during_unlock_resumes_to_the_same_end_state() {
         }
         let bad: i64 = c
             .query_one(
-                "SELECT count(*) FROM ci_pipelines p JOIN ci_builds b ON b.commit_id = p.id JOIN ci_job_artifacts a ON a.job_id = b.id
+                "SELECT count(*) FROM p_ci_pipelines p
+                 JOIN p_ci_builds b ON b.commit_id = p.id AND b.partition_id = p.partition_id
+                 JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id
                  WHERE p.locked = 0 AND p.id = ANY($1) AND a.locked <> 0",
                 &[&locked_before],
             )

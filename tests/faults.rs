@@ -83,7 +83,8 @@ async fn twenty_percent_of_deletes_fail(backend: Backend, bulk: bool) {
         // Failures are recorded: attempts, last error, back-off = lease (10m) * 2^(attempts-1).
         let rows = c
             .query(
-                "SELECT store_dir || '/' || file, attempts, last_error, extract(epoch FROM pick_up_at - now())::float8 FROM ci_deleted_objects",
+                "SELECT o.store_dir || '/' || o.file, COALESCE(s.attempts, 0), s.last_error, extract(epoch FROM o.pick_up_at - now())::float8
+                 FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
                 &[],
             )
             .await
@@ -144,16 +145,25 @@ async fn failing_every_delete_keeps_every_row_with_its_error() {
     }
     // One row has failed many times already: its back-off is capped at max_age (1 day).
     let (dir, file) = housekeep::store::layout::split_dir_file(&keys[0]);
-    c.execute("UPDATE ci_deleted_objects SET attempts = 12 WHERE store_dir = $1 AND file = $2", &[&dir, &file]).await.unwrap();
+    let n = c
+        .execute(
+            "UPDATE housekeep.deleted_object_state s SET attempts = 12 FROM ci_deleted_objects o
+             WHERE s.deleted_object_id = o.id AND o.store_dir = $1 AND o.file = $2",
+            &[&dir, &file],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
     let (store, counts) = faulty_store(&t, 100, true);
     let ctx = fixtures::context(fixtures::config(&db), Stores { remote: store.clone(), local: store }).await;
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
     assert_eq!((r.get("deleted"), r.get("failed")), (0, 10), "{r:?}");
     assert_eq!(r.outcome, Outcome::Partial);
-    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects WHERE attempts = 1 AND last_error LIKE '%injected%'").await, 9);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id WHERE s.attempts = 1 AND s.last_error LIKE '%injected%'").await, 9);
     let capped: f64 = c
         .query_one(
-            "SELECT extract(epoch FROM pick_up_at - now())::float8 FROM ci_deleted_objects WHERE attempts = 13 AND store_dir = $1 AND file = $2",
+            "SELECT extract(epoch FROM o.pick_up_at - now())::float8 FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id
+             WHERE s.attempts = 13 AND o.store_dir = $1 AND o.file = $2",
             &[&dir, &file],
         )
         .await
@@ -179,11 +189,15 @@ async fn three_workers_delete_100000_objects_exactly_once() {
     let started = Instant::now();
     // 256 directories of about 390 objects, @final-shaped keys.
     c.execute(
-        "INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id, size, created_at)
-         SELECT 2, now() - interval '1 minute',
-                housekeep_project_dir(1) || '/@final/' || lpad(to_hex(i % 256), 2, '0') || '/00',
-                lpad(to_hex(i), 60, '0'), 1, 1, now()
-         FROM generate_series(1, $1::bigint) AS i",
+        "WITH q AS (
+           INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id, created_at)
+           SELECT 2, now() - interval '1 minute',
+                  housekeep.project_dir(1) || '/@final/' || lpad(to_hex(i % 256), 2, '0') || '/00',
+                  lpad(to_hex(i), 60, '0'), 1, now()
+           FROM generate_series(1, $1::bigint) AS i
+           RETURNING id
+         )
+         INSERT INTO housekeep.deleted_object_state (deleted_object_id, size) SELECT id, 1 FROM q",
         &[&N],
     )
     .await
@@ -418,7 +432,7 @@ async fn transient_store_errors_are_retried_a_bounded_number_of_times_then_recor
     assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
     assert_eq!(deletes.load(std::sync::atomic::Ordering::SeqCst), 6, "one bulk delete and five retries");
     assert!(took < Duration::from_secs(25), "retries are bounded in time: {took:?}");
-    let row = c.query_one("SELECT attempts, last_error, pick_up_at > now() FROM ci_deleted_objects", &[]).await.unwrap();
+    let row = c.query_one("SELECT COALESCE(s.attempts, 0), s.last_error, o.pick_up_at > now() FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 1);
     let err: String = row.get(1);
     assert!(err.contains("503") || err.to_lowercase().contains("slow"), "last_error: {err}");
@@ -478,7 +492,7 @@ async fn keys_a_bulk_delete_reports_as_failed_keep_their_rows() {
     assert_eq!(o.status.code(), Some(3), "partial: {}", common::stderr(&o));
     assert_eq!(deletes.load(std::sync::atomic::Ordering::SeqCst), 1, "six keys, one bulk request");
     let left: HashMap<String, (i32, String)> = c
-        .query("SELECT store_dir || '/' || file, attempts, last_error FROM ci_deleted_objects", &[])
+        .query("SELECT o.store_dir || '/' || o.file, COALESCE(s.attempts, 0), s.last_error FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id", &[])
         .await
         .unwrap()
         .iter()

@@ -3,6 +3,7 @@
 //! On local disk and on the S3 API.
 
 mod common;
+mod fixtures;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,21 @@ use sha2::{Digest, Sha256};
 
 fn upload(i: u64) -> String {
     hex::encode(Sha256::digest(format!("upload-{i}").as_bytes()))
+}
+
+/// An artifact row (of a job of its own) that references `final_key`.
+async fn reference(c: &tokio_postgres::Client, final_key: &str) {
+    let fx = fixtures::Fx { c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 1).await;
+    let j = fx.job(p, pl).await;
+    c.execute(
+        "INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_store, file, file_final_path, created_at, updated_at)
+         SELECT partition_id, project_id, id, 1, 2, 'a.zip', $2, now(), now() FROM p_ci_builds WHERE id = $1",
+        &[&j, &final_key],
+    )
+    .await
+    .unwrap();
 }
 
 /// Put `n` unreferenced @final objects spread over projects 1..=50; returns their full keys.
@@ -58,16 +74,11 @@ async fn lists_exactly_the_orphans(backend: Backend) {
     let referenced = plant(&t.store, 3, 1000).await;
     let c = db.client().await;
     let rel = |k: &String| t.store.relative(k).unwrap().to_string();
-    c.execute(
-        "INSERT INTO ci_job_artifacts (project_id, job_id, file_type, file_store, file, file_final_path) VALUES (1, 1, 1, 2, 'a.zip', $1)",
-        &[&rel(&referenced[0])],
-    )
-    .await
-    .unwrap();
-    c.execute("INSERT INTO pending_direct_uploads (object_key) VALUES ($1)", &[&rel(&referenced[1])]).await.unwrap();
+    reference(&c, &rel(&referenced[0])).await;
+    c.execute("INSERT INTO housekeep.pending_direct_uploads (object_key) VALUES ($1)", &[&rel(&referenced[1])]).await.unwrap();
     let (dir, file) = layout::split_dir_file(&referenced[2]);
     let (dir, file) = (t.store.relative(dir).unwrap().to_string(), file.to_string());
-    c.execute("INSERT INTO ci_deleted_objects (store_dir, file) VALUES ($1, $2)", &[&dir, &file]).await.unwrap();
+    c.execute("INSERT INTO ci_deleted_objects (store_dir, file, project_id) VALUES ($1, $2, 1)", &[&dir, &file]).await.unwrap();
     let pipeline_key = t.store.full_key(&format!("{}/pipelines/7/artifacts/1/code_coverage.json", layout::project_dir(1)));
     t.store.put(&pipeline_key, Bytes::from_static(b"{}")).await.unwrap();
 
@@ -98,12 +109,7 @@ async fn lists_exactly_the_orphans(backend: Backend) {
     assert_eq!(union, all);
 
     // Between listing and deleting: one key becomes referenced, one object changes size.
-    c.execute(
-        "INSERT INTO ci_job_artifacts (project_id, job_id, file_type, file_store, file, file_final_path) VALUES (1, 2, 1, 2, 'a.zip', $1)",
-        &[&rel(&listed[0])],
-    )
-    .await
-    .unwrap();
+    reference(&c, &rel(&listed[0])).await;
     t.store.put(&listed[1], Bytes::from_static(b"a different size now")).await.unwrap();
     let o = run(cmd(&db, &t).args(["delete-orphans", "--dry-run", "--filename"]).arg(&file));
     assert!(o.status.success(), "{}", stderr(&o));

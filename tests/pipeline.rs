@@ -17,7 +17,8 @@ async fn queue_row(c: &tokio_postgres::Client, key: &str) -> tokio_postgres::Row
     let (dir, file) = layout::split_dir_file(key);
     let rows = c
         .query(
-            "SELECT file_store, project_id, size, pick_up_at, now() AS now FROM ci_deleted_objects WHERE store_dir = $1 AND file = $2",
+            "SELECT o.file_store, o.project_id, s.size, o.pick_up_at, now() AS now FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id
+             WHERE o.store_dir = $1 AND o.file = $2",
             &[&dir, &file],
         )
         .await
@@ -129,22 +130,30 @@ async fn expire_moves_only_expired_unlocked_non_trace_rows() {
 }
 
 #[tokio::test]
-async fn expire_leaves_rows_without_a_file_name() {
-    // A row with neither `file` nor `file_final_path` cannot be located; it stays for `verify`.
+async fn expire_and_unknown_delete_rows_without_a_file_name_without_queueing() {
+    // A row with neither `file` nor `file_final_path` has no object to delete: expire (and
+    // unknown, for an unlocked pipeline) delete the row and queue nothing.
     let db = TestDb::migrated().await;
     let t = TestStore::new(Backend::Local);
     let c = db.client().await;
     let fx = Fx { c: &c };
     let p = fx.project().await;
     let pl = fx.pipeline(p, "main", "success", 0).await;
-    let j = fx.job(p, pl).await;
-    let a = fx.artifact(Art::new(p, j).expire("-1 day")).await;
-    c.execute("UPDATE ci_job_artifacts SET file = NULL WHERE id = $1", &[&a.id]).await.unwrap();
+    let (j1, j2) = (fx.job(p, pl).await, fx.job(p, pl).await);
+    let a = fx.artifact(Art::new(p, j1).expire("-1 day").size(3)).await;
+    let u = fx.artifact(Art::new(p, j2).expire("-1 day").locked(2).size(5)).await;
+    c.execute("UPDATE p_ci_job_artifacts SET file = NULL WHERE id = ANY($1)", &[&vec![a.id, u.id]]).await.unwrap();
+    fx.exact_statistics().await;
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Expire).await;
-    assert_eq!(r.get("expired"), 0);
-    assert_eq!(fx.artifact_locked(a.id).await, Some(0));
+    assert_eq!((r.get("expired"), r.get("expired_bytes")), (1, 3), "{r:?}");
+    assert_eq!(fx.artifact_locked(a.id).await, None);
+    let r = run(&ctx, Task::Unknown).await;
+    assert_eq!((r.get("removed"), r.get("removed_bytes")), (1, 5), "{r:?}");
+    assert_eq!(fx.artifact_locked(u.id).await, None);
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM housekeep.deleted_object_state").await, 0);
+    assert_statistics_exact(&c).await;
 }
 
 #[tokio::test]
@@ -186,42 +195,34 @@ async fn unknown_locks_rows_of_locked_pipelines_and_destroys_the_others() {
 
     let before = digest(&c).await;
     let r = dry_run(&ctx, Task::Unknown).await;
-    assert_eq!(
-        (r.get("would_lock"), r.get("would_remove"), r.get("would_keep_traces")),
-        (2, 2, 1),
-        "{r:?}"
-    );
+    assert_eq!((r.get("would_lock"), r.get("would_remove"), r.get("would_remove_bytes")), (2, 3, 108), "{r:?}");
     assert_eq!(digest(&c).await, before, "a dry run changed the database");
 
     let r = run(&ctx, Task::Unknown).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert_eq!(
-        (r.get("locked"), r.get("removed"), r.get("removed_bytes"), r.get("traces_unlocked")),
-        (2, 2, 100, 1),
-        "{r:?}"
-    );
+    assert_eq!((r.get("locked"), r.get("removed"), r.get("removed_bytes")), (2, 3, 108), "{r:?}");
     assert_eq!(fx.artifact_locked(u_lock_archive.id).await, Some(1));
     assert_eq!(fx.artifact_locked(u_lock_trace.id).await, Some(1));
     assert_eq!(fx.artifact_locked(u_lock_future.id).await, Some(2), "not expired yet: untouched");
     assert_eq!(fx.artifact_locked(u_destroy.id).await, None);
     assert_eq!(fx.artifact_locked(u_destroy_final.id).await, None);
-    assert_eq!(fx.artifact_locked(u_trace.id).await, Some(0), "traces stay, unlocked");
+    assert_eq!(fx.artifact_locked(u_trace.id).await, None, "traces of unlocked pipelines are destroyed too (GitLab's service)");
     assert_eq!(fx.artifact_locked(u_never.id).await, Some(2), "NULL expire_at is never touched");
     assert_eq!(fx.artifact_locked(unlocked_expired.id).await, Some(0), "locked = 0 rows are expire's, not unknown's");
-    for a in [&u_destroy, &u_destroy_final] {
+    for a in [&u_destroy, &u_destroy_final, &u_trace] {
         let row = queue_row(&c, &a.key).await;
         assert_eq!(row.get::<_, Option<i64>>("size"), Some(a.size));
     }
-    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 2);
-    assert_eq!(fx.statistics(p).await, total - 100);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 3);
+    assert_eq!(fx.statistics(p).await, total - 108);
     assert_statistics_exact(&c).await;
     assert_accounted(&c, &all, None).await;
     assert_eq!(ctx.metrics.unknown_locked.get(), 2);
-    assert_eq!(ctx.metrics.unknown_removed.get(), 2);
+    assert_eq!(ctx.metrics.unknown_removed.get(), 3);
 
     // Nothing left for a second run.
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("locked"), r.get("removed"), r.get("traces_unlocked")), (0, 0, 0), "{r:?}");
+    assert_eq!((r.get("locked"), r.get("removed")), (0, 0), "{r:?}");
 }
 
 #[tokio::test]
@@ -323,12 +324,14 @@ async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each
     // An unlocked pipeline never keeps a locked artifact; the request queue is drained.
     let inconsistent = fx
         .count(
-            "SELECT count(*) FROM ci_pipelines p JOIN ci_builds b ON b.commit_id = p.id JOIN ci_job_artifacts a ON a.job_id = b.id
+            "SELECT count(*) FROM p_ci_pipelines p
+             JOIN p_ci_builds b ON b.commit_id = p.id AND b.partition_id = p.partition_id
+             JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id
              WHERE p.locked = 0 AND a.locked <> 0",
         )
         .await;
     assert_eq!(inconsistent, 0);
-    assert_eq!(fx.count("SELECT count(*) FROM ci_unlock_pipeline_requests").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM housekeep.unlock_requests").await, 0);
 
     // Idempotent.
     let r = run(&ctx, Task::Unlock).await;
@@ -353,7 +356,9 @@ async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each
     assert_eq!(fx.pipeline_locked(m8).await, 1, "m8");
     assert_eq!(
         fx.count(
-            "SELECT count(*) FROM ci_pipelines p JOIN ci_builds b ON b.commit_id = p.id JOIN ci_job_artifacts a ON a.job_id = b.id
+            "SELECT count(*) FROM p_ci_pipelines p
+             JOIN p_ci_builds b ON b.commit_id = p.id AND b.partition_id = p.partition_id
+             JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id
              WHERE p.locked = 0 AND a.locked <> 0",
         )
         .await,
@@ -377,8 +382,10 @@ async fn unlock_resumes_an_interrupted_drain() {
         let j = fx.job(p, old).await;
         arts.push(fx.artifact(Art::new(p, j).locked(1)).await);
     }
-    c.execute("INSERT INTO ci_unlock_pipeline_requests (pipeline_id) VALUES ($1)", &[&old]).await.unwrap();
-    c.execute("UPDATE ci_job_artifacts SET locked = 0 WHERE id = $1", &[&arts[0].id]).await.unwrap();
+    c.execute("INSERT INTO housekeep.unlock_requests (pipeline_id, partition_id) SELECT id, partition_id FROM p_ci_pipelines WHERE id = $1", &[&old])
+        .await
+        .unwrap();
+    c.execute("UPDATE p_ci_job_artifacts SET locked = 0 WHERE id = $1", &[&arts[0].id]).await.unwrap();
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Unlock).await;
     assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (0, 1, 2), "{r:?}");
@@ -453,7 +460,7 @@ async fn delete_objects(backend: Backend) {
     assert!(exists(&remote.store, &future).await, "an object not ready yet was deleted");
     // Only the row not ready yet is left, untouched.
     let left: Vec<(i64, i32)> =
-        c.query("SELECT id, attempts FROM ci_deleted_objects", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+        c.query("SELECT o.id, COALESCE(s.attempts, 0) FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(left, vec![(future_id, 0)]);
     let pick_in: f64 = c
         .query_one("SELECT extract(epoch FROM pick_up_at - now())::float8 FROM ci_deleted_objects", &[])
@@ -512,7 +519,7 @@ async fn stale_uploads(backend: Backend) {
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
     assert_eq!((r.get("deleted"), r.get("failed")), (3, 0), "{r:?}");
     let left: Vec<String> =
-        c.query("SELECT object_key FROM pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        c.query("SELECT object_key FROM housekeep.pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(left, vec![fresh.clone()]);
     assert!(!exists(&t.store, &stale).await, "the stale upload's object should be deleted");
     assert!(exists(&t.store, &fresh).await, "a fresh upload was deleted");
@@ -565,15 +572,16 @@ async fn the_pipeline_end_to_end_accounts_for_every_artifact() {
         }
     }
     // `old` was unlocked and its expired non-trace rows destroyed; `stale_unknown`'s unknown
-    // expired non-trace rows destroyed; traces and never-expiring rows stay; `new` is kept.
+    // expired rows destroyed, its trace included; `old`'s trace and never-expiring rows stay;
+    // `new` is kept.
     let ids = fixtures::artifact_ids(&c).await;
     let kept: Vec<usize> = (0..all.len()).filter(|&i| ids.contains(&all[i].id)).collect();
-    assert_eq!(kept, vec![2, 3, 4, 5, 6, 7, 10, 11]);
+    assert_eq!(kept, vec![2, 3, 4, 5, 6, 7, 11]);
     for (i, a) in all.iter().enumerate() {
         assert_eq!(exists(&t.store, &a.key).await, kept.contains(&i), "object of artifact {i}");
     }
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
-    assert_eq!(fx.statistics(p).await, 3 * 40 + 3 * 80 + 10 + 20);
+    assert_eq!(fx.statistics(p).await, 2 * 40 + 3 * 80 + 10 + 20);
 }
 
 /// GitLab's refs are `refs/heads/X` and `refs/tags/X`: a branch and a tag of the same name are
@@ -587,8 +595,7 @@ async fn unlock_treats_a_branch_and_a_tag_of_the_same_name_as_different_refs() {
     let p = fx.project().await;
     let branch_old = fx.pipeline(p, "v1.0", "success", 1).await;
     let branch_new = fx.pipeline(p, "v1.0", "success", 1).await;
-    let tag = fx.pipeline(p, "v1.0", "success", 1).await;
-    c.execute("UPDATE ci_pipelines SET tag = true WHERE id = $1", &[&tag]).await.unwrap();
+    let tag = fx.tag_pipeline(p, "v1.0", "success", 1).await;
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Unlock).await;
     assert_eq!(fx.pipeline_locked(branch_old).await, 0, "older branch pipeline: {r:?}");
@@ -596,25 +603,26 @@ async fn unlock_treats_a_branch_and_a_tag_of_the_same_name_as_different_refs() {
     assert_eq!(fx.pipeline_locked(branch_new).await, 1, "the newest pipeline of the branch v1.0 (the tag v1.0 is another ref)");
 }
 
-/// Unknown rows whose job or pipeline no longer exists are not protected by any lock: they are
-/// destroyed like expired rows (GitLab's behaviour).
+/// Unknown rows whose job has no pipeline are not protected by any lock: they are destroyed like
+/// expired rows (GitLab's behaviour). On GitLab's schema an artifact cannot outlive its job nor a
+/// job its pipeline (foreign keys, ON DELETE CASCADE); a job without a pipeline is one whose
+/// `commit_id` is NULL.
 #[tokio::test]
-async fn unknown_destroys_rows_whose_job_or_pipeline_is_missing() {
+async fn unknown_destroys_rows_whose_job_has_no_pipeline() {
     let db = TestDb::migrated().await;
     let t = TestStore::new(Backend::Local);
     let c = db.client().await;
     let fx = Fx { c: &c };
     let p = fx.project().await;
-    let no_job = fx.artifact(Art::new(p, 987_654).expire("-1 day").locked(2).size(5)).await;
     let pl = fx.pipeline(p, "main", "success", 1).await;
     let j = fx.job(p, pl).await;
-    c.execute("DELETE FROM ci_pipelines WHERE id = $1", &[&pl]).await.unwrap();
+    c.execute("UPDATE p_ci_builds SET commit_id = NULL WHERE id = $1", &[&j]).await.unwrap();
     let no_pipeline = fx.artifact(Art::new(p, j).expire("-1 day").locked(2).size(7)).await;
     fx.exact_statistics().await;
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("removed"), r.get("removed_bytes"), r.get("locked")), (2, 12, 0), "{r:?}");
-    assert_accounted(&c, &[no_job.clone(), no_pipeline.clone()], None).await;
+    assert_eq!((r.get("removed"), r.get("removed_bytes"), r.get("locked")), (1, 7, 0), "{r:?}");
+    assert_accounted(&c, std::slice::from_ref(&no_pipeline), None).await;
     assert!(fixtures::artifact_ids(&c).await.is_empty());
     assert_statistics_exact(&c).await;
 }
@@ -635,9 +643,12 @@ async fn delete_objects_refuses_keys_with_dot_dot_or_empty_segments() {
     let empty = format!("{}//victim/artifacts.zip", layout::project_dir(p));
     for k in [&dotdot, &empty] {
         let (dir, file) = layout::split_dir_file(k);
-        c.execute("INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file) VALUES (2, now() - interval '1 hour', $1, $2)", &[&dir, &file])
-            .await
-            .unwrap();
+        c.execute(
+            "INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id) VALUES (2, now() - interval '1 hour', $1, $2, $3)",
+            &[&dir, &file, &p],
+        )
+        .await
+        .unwrap();
     }
     let good = layout::final_key(p, &fixtures::upload_id());
     put(&t.store, &good).await;
@@ -651,7 +662,7 @@ async fn delete_objects_refuses_keys_with_dot_dot_or_empty_segments() {
     assert!(exists(&t.store, &victim).await, "a bad key deleted another object");
     assert!(!exists(&t.store, &good).await);
     let rows: Vec<(i32, Option<String>)> = c
-        .query("SELECT attempts, last_error FROM ci_deleted_objects ORDER BY id", &[])
+        .query("SELECT COALESCE(s.attempts, 0), s.last_error FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id ORDER BY o.id", &[])
         .await
         .unwrap()
         .iter()
@@ -687,7 +698,7 @@ async fn stale_uploads_are_not_blocked_by_entries_that_cannot_be_deleted() {
         run(&ctx, Task::StaleUploads).await;
     }
     assert!(!exists(&t.store, &good).await, "a valid stale upload was never deleted");
-    let left: i64 = fx.count("SELECT count(*) FROM pending_direct_uploads").await;
+    let left: i64 = fx.count("SELECT count(*) FROM housekeep.pending_direct_uploads").await;
     assert_eq!(left, 2, "only the two malformed entries stay");
 }
 
@@ -723,13 +734,13 @@ async fn a_run_failing_after_taking_its_lock_gives_it_back() {
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     c.batch_execute(
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
-         CREATE TRIGGER refuse BEFORE INSERT ON housekeep_runs FOR EACH ROW EXECUTE FUNCTION refuse();",
+         CREATE TRIGGER refuse BEFORE INSERT ON housekeep.runs FOR EACH ROW EXECUTE FUNCTION refuse();",
     )
     .await
     .unwrap();
     let e = housekeep::tasks::run(&ctx, Task::Expire, Default::default()).await.unwrap_err();
     assert!(e.to_string().contains("refused"), "{e}");
-    c.batch_execute("DROP TRIGGER refuse ON housekeep_runs").await.unwrap();
+    c.batch_execute("DROP TRIGGER refuse ON housekeep.runs").await.unwrap();
     let held = Fx { c: &c }.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").await;
     assert_eq!(held, 0, "advisory locks left held");
     let r = run(&ctx, Task::Expire).await;
@@ -756,7 +767,7 @@ async fn a_second_run_of_a_task_is_skipped_while_the_first_holds_its_lock() {
     let ctx2 = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let mut blocker = db.client().await;
     for (task, lock_sql, id) in [
-        (Task::Unlock, "SELECT 1 FROM ci_job_artifacts WHERE id = $1 FOR UPDATE", a.id),
+        (Task::Unlock, "SELECT 1 FROM p_ci_job_artifacts WHERE id = $1 FOR UPDATE", a.id),
         (Task::Expire, "SELECT 1 FROM project_statistics WHERE project_id = $1 FOR UPDATE", p),
     ] {
         // Hold a row the first run must write, so that it stays busy with its lock held.
@@ -893,9 +904,15 @@ async fn expedite_drains_the_whole_queue_and_failures_exit_3() {
         fx.queue(2, &k, pick).await;
         keys.push(k);
     }
-    c.execute("UPDATE ci_deleted_objects SET attempts = 3, last_error = 'earlier failure' WHERE pick_up_at > now() + interval '1 hour'", &[])
+    let n = c
+        .execute(
+            "UPDATE housekeep.deleted_object_state s SET attempts = 3, last_error = 'earlier failure' FROM ci_deleted_objects o
+             WHERE s.deleted_object_id = o.id AND o.pick_up_at > now() + interval '1 hour'",
+            &[],
+        )
         .await
         .unwrap();
+    assert_eq!(n, 1);
     let hk = |args: &[&str]| {
         common::run(
             common::housekeep()
@@ -919,8 +936,8 @@ async fn expedite_drains_the_whole_queue_and_failures_exit_3() {
 
     // A row that cannot be deleted: `run delete-objects` and `worker --once` exit 3.
     c.execute(
-        "INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file) VALUES (2, now() - interval '1 minute', 'a/../b', 'c')",
-        &[],
+        "INSERT INTO ci_deleted_objects (file_store, pick_up_at, store_dir, file, project_id) VALUES (2, now() - interval '1 minute', 'a/../b', 'c', $1)",
+        &[&p],
     )
     .await
     .unwrap();

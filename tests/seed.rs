@@ -1,6 +1,7 @@
 //! `housekeep seed`: deterministic, realistic, consistent with the store.
 
 mod common;
+mod fixtures;
 
 use common::{housekeep, run, stderr, stdout, Backend, TestDb, TestStore};
 use housekeep::seed::{seed, SeedOptions};
@@ -12,9 +13,9 @@ async fn fingerprint(c: &tokio_postgres::Client) -> String {
         .query_one(
             "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (
                SELECT format('a%s/%s/%s/%s/%s/%s/%s/%s/%s', id, project_id, job_id, file_type, size, file_store,
-                             file_final_path, locked, expire_at IS NULL) AS x FROM ci_job_artifacts
-               UNION ALL SELECT format('p%s/%s/%s/%s/%s', id, project_id, ref, status, locked) FROM ci_pipelines
-               UNION ALL SELECT format('b%s/%s/%s/%s', id, commit_id, name, status) FROM ci_builds) s",
+                             file_final_path, locked, expire_at IS NULL) AS x FROM p_ci_job_artifacts
+               UNION ALL SELECT format('p%s/%s/%s/%s/%s', id, project_id, ref, status, locked) FROM p_ci_pipelines
+               UNION ALL SELECT format('b%s/%s/%s/%s', id, commit_id, name, status) FROM p_ci_builds) s",
             &[],
         )
         .await
@@ -44,45 +45,53 @@ async fn dataset_covers_every_state_housekeeping_sees() {
     let mut c = db.client().await;
     let r = seed(&mut c, None, &SeedOptions { artifacts: 5000, objects: false, ..SeedOptions::default() }).await.unwrap();
     assert_eq!(r.artifacts, 5000);
-    let n: i64 = c.query_one("SELECT count(*) FROM ci_job_artifacts", &[]).await.unwrap().get(0);
+    let n: i64 = c.query_one("SELECT count(*) FROM p_ci_job_artifacts", &[]).await.unwrap().get(0);
     assert_eq!(n, 5000);
     let count = |sql: &'static str| {
         let c = &c;
         async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
     for (what, sql) in [
-        ("expired unlocked", "SELECT count(*) FROM ci_job_artifacts WHERE expire_at < now() AND locked = 0 AND file_type <> 3"),
-        ("expired unknown", "SELECT count(*) FROM ci_job_artifacts WHERE expire_at < now() AND locked = 2"),
-        ("expired locked", "SELECT count(*) FROM ci_job_artifacts WHERE expire_at < now() AND locked = 1"),
-        ("future expiry", "SELECT count(*) FROM ci_job_artifacts WHERE expire_at > now()"),
-        ("never expire", "SELECT count(*) FROM ci_job_artifacts WHERE expire_at IS NULL AND file_type <> 3"),
-        ("traces", "SELECT count(*) FROM ci_job_artifacts WHERE file_type = 3"),
-        ("metadata", "SELECT count(*) FROM ci_job_artifacts WHERE file_type = 2"),
-        ("junit", "SELECT count(*) FROM ci_job_artifacts WHERE file_type = 4"),
-        ("@final layout", "SELECT count(*) FROM ci_job_artifacts WHERE file_final_path LIKE '%/@final/%'"),
-        ("hashed layout", "SELECT count(*) FROM ci_job_artifacts WHERE file_final_path IS NULL"),
-        ("local rows", "SELECT count(*) FROM ci_job_artifacts WHERE file_store = 1"),
-        ("remote rows", "SELECT count(*) FROM ci_job_artifacts WHERE file_store = 2"),
-        ("locked pipelines", "SELECT count(*) FROM ci_pipelines WHERE locked = 1"),
-        ("unlocked pipelines", "SELECT count(*) FROM ci_pipelines WHERE locked = 0"),
-        ("failed pipelines", "SELECT count(*) FROM ci_pipelines WHERE status = 'failed'"),
-        ("refs", "SELECT count(DISTINCT ref) FROM ci_pipelines"),
+        ("expired unlocked", "SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() AND locked = 0 AND file_type <> 3"),
+        ("expired unknown", "SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() AND locked = 2"),
+        ("expired locked", "SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() AND locked = 1"),
+        ("future expiry", "SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at > now()"),
+        ("never expire", "SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at IS NULL AND file_type <> 3"),
+        ("traces", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_type = 3"),
+        ("metadata", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_type = 2"),
+        ("junit", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_type = 4"),
+        ("@final layout", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_final_path LIKE '%/@final/%'"),
+        ("hashed layout", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_final_path IS NULL AND COALESCE(file_location, 2) = 2"),
+        ("legacy layout", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_location = 1"),
+        ("partition 100 rows", "SELECT count(*) FROM p_ci_job_artifacts WHERE partition_id = 100"),
+        ("partition 102 rows", "SELECT count(*) FROM p_ci_job_artifacts WHERE partition_id = 102"),
+        ("local rows", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_store = 1"),
+        ("remote rows", "SELECT count(*) FROM p_ci_job_artifacts WHERE file_store = 2"),
+        ("locked pipelines", "SELECT count(*) FROM p_ci_pipelines WHERE locked = 1"),
+        ("unlocked pipelines", "SELECT count(*) FROM p_ci_pipelines WHERE locked = 0"),
+        ("failed pipelines", "SELECT count(*) FROM p_ci_pipelines WHERE status = 'failed'"),
+        ("refs", "SELECT count(DISTINCT ref) FROM p_ci_pipelines"),
         ("queued objects", "SELECT count(*) FROM ci_deleted_objects"),
-        ("stale uploads", "SELECT count(*) FROM pending_direct_uploads WHERE created_at < now() - interval '3 hours'"),
-        ("fresh uploads", "SELECT count(*) FROM pending_direct_uploads WHERE created_at > now() - interval '3 hours'"),
+        ("stale uploads", "SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - interval '3 hours'"),
+        ("fresh uploads", "SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at > now() - interval '3 hours'"),
     ] {
         assert!(count(sql).await > 0, "no {what}");
     }
     // Totals are exact.
     let off: i64 = count(
         "SELECT count(*) FROM project_statistics s WHERE s.build_artifacts_size <>
-           (SELECT COALESCE(sum(size), 0) FROM ci_job_artifacts a WHERE a.project_id = s.project_id)",
+           (SELECT COALESCE(sum(size), 0) FROM p_ci_job_artifacts a WHERE a.project_id = s.project_id)",
     )
     .await;
     assert_eq!(off, 0);
     // Sequences continue after the seeded ids, so a second seed (and real inserts) do not collide.
     seed(&mut c, None, &SeedOptions { artifacts: 100, objects: false, ..SeedOptions::default() }).await.unwrap();
-    c.execute("INSERT INTO ci_job_artifacts (project_id, job_id, file_type) VALUES (1, -1, 1)", &[]).await.unwrap();
+    let fx = fixtures::Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 1).await;
+    let j = fx.job(p, pl).await;
+    fx.artifact(fixtures::Art::new(p, j)).await;
+    fx.queue(2, &housekeep::store::layout::final_key(p, &fixtures::upload_id()), "1 hour").await;
 }
 
 async fn objects_match_rows(backend: Backend) {

@@ -16,9 +16,9 @@ async fn finds_exactly_the_missing_objects(backend: Backend) {
     // One more: delete the object of a known row.
     let row = c
         .query_one(
-            "SELECT id, housekeep_artifact_store_dir(project_id, created_at, job_id, id, file_final_path) || '/' ||
-                    housekeep_artifact_file(file, file_final_path)
-             FROM ci_job_artifacts ORDER BY id DESC LIMIT 1",
+            "SELECT id, housekeep.artifact_store_dir(project_id, created_at, job_id, id, file_final_path, file_location) || '/' ||
+                    housekeep.artifact_file(file, file_final_path)
+             FROM p_ci_job_artifacts ORDER BY id DESC LIMIT 1",
             &[],
         )
         .await

@@ -231,7 +231,7 @@ async fn worker_once_runs_every_task_once_in_order() {
         .unwrap();
     assert!(r.queued_objects > 0);
     let expirable: i64 = c
-        .query_one("SELECT count(*) FROM ci_job_artifacts WHERE expire_at < now() - interval '1 day' AND locked = 0 AND file_type <> 3", &[])
+        .query_one("SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() - interval '1 day' AND locked = 0 AND file_type <> 3", &[])
         .await
         .unwrap()
         .get(0);
@@ -251,7 +251,7 @@ async fn worker_once_runs_every_task_once_in_order() {
         assert!(line.starts_with(&format!("{task}: ")), "expected {task} in {line:?}\n{out}");
     }
     let runs: Vec<(String, Option<String>)> =
-        c.query("SELECT task, outcome FROM housekeep_runs ORDER BY id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+        c.query("SELECT task, outcome FROM housekeep.runs ORDER BY id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(runs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), order);
     assert!(runs.iter().all(|r| r.1.as_deref() == Some("success")), "{runs:?}");
     // delete-objects ran after expire: rows expired more than a day ago were queued ready and
