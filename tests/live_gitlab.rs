@@ -86,7 +86,6 @@ async fn rows_in_partition(c: &tokio_postgres::Client, store: &TestStore, projec
         .unwrap()
         .get(0);
     let pipeline = |locked: i16| {
-        let c = c;
         async move {
             c.query_one(
                 "INSERT INTO p_ci_pipelines (partition_id, project_id, ref, status, source, locked, ci_ref_id, created_at, updated_at, finished_at)
@@ -103,7 +102,6 @@ async fn rows_in_partition(c: &tokio_postgres::Client, store: &TestStore, projec
     let old = pipeline(1).await;
     let _newest = pipeline(1).await;
     let job = |pipeline: i64| {
-        let c = c;
         async move {
             c.query_one(
                 "INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, type, status, created_at, finished_at)
@@ -116,7 +114,6 @@ async fn rows_in_partition(c: &tokio_postgres::Client, store: &TestStore, projec
         }
     };
     let artifact = |job: i64, file_type: i32, expire: &'static str, locked: i16| {
-        let c = c;
         async move {
             let key = layout::final_key(project, &hex::encode(rand::random::<[u8; 32]>()));
             let id: i64 = c

@@ -77,7 +77,7 @@ async fn a_panicking_run_fails_and_releases_its_lock() {
     let job = fx.job(p, pl).await;
     fx.artifact(fixtures::Art::new(p, job).expire("-1 day")).await;
     // A column type the task does not expect makes reading its rows panic.
-    c.batch_execute("ALTER TABLE ci_job_artifacts ALTER COLUMN size TYPE integer").await.unwrap();
+    c.batch_execute("ALTER TABLE p_ci_job_artifacts ALTER COLUMN size TYPE integer").await.unwrap();
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let err = tasks::run(&ctx, Task::Expire, RunOptions::default()).await.unwrap_err();
     assert!(err.to_string().contains("panicked"), "{err}");
@@ -93,15 +93,15 @@ async fn a_panicking_run_fails_and_releases_its_lock() {
         metrics.contains("housekeep_task_runs_total{outcome=\"failure\",task=\"expire\"} 1"),
         "{metrics}"
     );
-    let outcome: Option<String> = c.query_one("SELECT outcome FROM housekeep_runs", &[]).await.unwrap().get(0);
+    let outcome: Option<String> = c.query_one("SELECT outcome FROM housekeep.runs", &[]).await.unwrap().get(0);
     assert_eq!(outcome.as_deref(), Some("failure"));
 
-    c.batch_execute("ALTER TABLE ci_job_artifacts ALTER COLUMN size TYPE bigint").await.unwrap();
+    c.batch_execute("ALTER TABLE p_ci_job_artifacts ALTER COLUMN size TYPE bigint").await.unwrap();
     // The batch committed before its rows were read back, so the second run finds nothing left;
     // what matters is that it runs instead of being skipped.
     let r = fixtures::run(&ctx, Task::Expire).await;
     assert_eq!((r.outcome, r.stopped), (Outcome::Success, "done"), "{r:?}");
-    assert_eq!(fx.count("SELECT count(*) FROM ci_job_artifacts").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 0);
 }
 
 /// A run that cannot even get a connection is still counted as a failure.
@@ -122,7 +122,7 @@ async fn a_run_without_a_database_is_counted_as_a_failure() {
     }
 }
 
-/// A run killed with SIGKILL leaves its `housekeep_runs` row open; the next run of any task
+/// A run killed with SIGKILL leaves its `housekeep.runs` row open; the next run of any task
 /// closes it as `interrupted`, and never closes a run that is still going.
 #[tokio::test]
 async fn runs_killed_mid_run_are_closed_as_interrupted_by_the_next_run() {
@@ -152,17 +152,17 @@ async fn runs_killed_mid_run_are_closed_as_interrupted_by_the_next_run() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(fx.count("SELECT count(*) FROM housekeep_runs WHERE finished_at IS NULL").await, 1);
+    assert_eq!(fx.count("SELECT count(*) FROM housekeep.runs WHERE finished_at IS NULL").await, 1);
 
     // A live run of another task (its connection still open) is left alone.
-    c.batch_execute("INSERT INTO housekeep_runs (task, backend_pid) VALUES ('delete-objects', pg_backend_pid())").await.unwrap();
+    c.batch_execute("INSERT INTO housekeep.runs (task, backend_pid) VALUES ('delete-objects', pg_backend_pid())").await.unwrap();
     // The killed backend may still be finishing its statement.
     let t1 = Instant::now();
     loop {
         let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
         fixtures::dry_run(&ctx, Task::Unlock).await;
         let open: Vec<(String, Option<String>)> = c
-            .query("SELECT task, outcome FROM housekeep_runs WHERE task IN ('expire', 'delete-objects') ORDER BY id", &[])
+            .query("SELECT task, outcome FROM housekeep.runs WHERE task IN ('expire', 'delete-objects') ORDER BY id", &[])
             .await
             .unwrap()
             .iter()
