@@ -3,8 +3,12 @@
 //! A [`Store`] takes and returns *full* keys (store prefix included), the form CSV manifests carry;
 //! [`Store::full_key`] turns a layout key into one. Deleting a key that is already gone counts as
 //! done, and bulk deletes report one result per key, in order, whatever the backend does.
+//!
+//! A `file://` store never deletes or lists through a symbolic link, so nothing outside its root
+//! is ever deleted, whoever the caller ([`local`]).
 
 pub mod layout;
+pub mod local;
 
 use std::sync::Arc;
 
@@ -93,7 +97,8 @@ pub struct Store {
     prefix: String,
     url: String,
     bulk_delete: bool,
-    local_root: Option<std::path::PathBuf>,
+    /// A `file://` store's root: deletes and listings go through it, never through `inner`.
+    local: Option<Arc<local::LocalRoot>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -109,15 +114,16 @@ impl Store {
         let shown = redact_url(url);
         let parsed = StoreUrl::parse(url).map_err(Error::config)?;
         let build_err = |e: object_store::Error| Error::config(format!("store {shown}: {e}"));
-        let (inner, prefix, bulk, local_root): (Arc<dyn ObjectStore>, String, bool, _) = match parsed {
+        type Parts = (Arc<dyn ObjectStore>, String, bool, Option<Arc<local::LocalRoot>>);
+        let (inner, prefix, bulk, local): Parts = match parsed {
             StoreUrl::Local { root } => {
                 if !root.is_dir() {
                     return Err(Error::config(format!("store {shown}: directory {} does not exist", root.display())));
                 }
-                // Directories emptied by deletions are left to `orphan-files`, which removes them
-                // in bulk: removing them on every delete costs three times the unlink itself.
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
-                (Arc::new(fs), String::new(), false, Some(root))
+                let local = local::LocalRoot::open(&root)
+                    .map_err(|e| Error::config(format!("store {shown}: cannot open {}: {e}", root.display())))?;
+                (Arc::new(fs), String::new(), false, Some(Arc::new(local)))
             }
             StoreUrl::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
@@ -142,7 +148,7 @@ impl Store {
                 (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
             }
         };
-        Ok(Store { inner, prefix, url: shown, bulk_delete: bulk, local_root })
+        Ok(Store { inner, prefix, url: shown, bulk_delete: bulk, local })
     }
 
     /// Wrap any object store (fault-injecting wrappers in tests).
@@ -152,7 +158,7 @@ impl Store {
             prefix: prefix.trim_matches('/').to_string(),
             url: url.to_string(),
             bulk_delete,
-            local_root: None,
+            local: None,
         }
     }
 
@@ -167,7 +173,7 @@ impl Store {
     }
     /// The directory of a `file://` store.
     pub fn local_root(&self) -> Option<&std::path::Path> {
-        self.local_root.as_deref()
+        self.local.as_deref().map(local::LocalRoot::path)
     }
 
     /// The full key (with the store prefix) of a layout key.
@@ -192,7 +198,8 @@ impl Store {
         Ok(())
     }
 
-    /// Metadata of one object; None when it does not exist.
+    /// Metadata of one object; None when it does not exist. On a `file://` store this follows
+    /// symbolic links (it only reads; see [`local`]).
     pub async fn head(&self, full: &str) -> Result<Option<ObjectMeta>> {
         match self.inner.head(&Self::path(full)?).await {
             Ok(m) => Ok(Some(m)),
@@ -207,7 +214,8 @@ impl Store {
     }
 
     /// Like [`Store::list`], keeping only keys greater than `offset`. Listing order is the
-    /// backend's: lexicographic on S3 and GCS, unspecified on local disk.
+    /// backend's: lexicographic on S3 and GCS, unspecified on local disk. On local disk,
+    /// symbolic links are skipped with a warning naming them.
     pub fn list_from(&self, under: Option<&str>, offset: Option<&str>) -> BoxStream<'static, Result<ObjectMeta>> {
         let dir = match under {
             Some(u) => Some(u.trim_matches('/').to_string()),
@@ -218,11 +226,15 @@ impl Store {
             Ok(d) => d,
             Err(e) => return stream::once(async move { Err(e) }).boxed(),
         };
+        let offset = match offset.map(Self::path).transpose() {
+            Ok(o) => o,
+            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+        };
+        if let Some(root) = &self.local {
+            return root.list(dir.map(|d| d.to_string()), offset.map(|o| o.to_string()));
+        }
         let s = match offset {
-            Some(o) => match Self::path(o) {
-                Ok(o) => self.inner.list_with_offset(dir.as_ref(), &o),
-                Err(e) => return stream::once(async move { Err(e) }).boxed(),
-            },
+            Some(o) => self.inner.list_with_offset(dir.as_ref(), &o),
             None => self.inner.list(dir.as_ref()),
         };
         s.map_err(Error::from).boxed()
@@ -234,6 +246,7 @@ impl Store {
     pub async fn delete_many(&self, keys: &[String], concurrency: usize) -> Vec<Result<()>> {
         let concurrency = concurrency.max(1);
         // Futures own their data (a cheap Store clone, owned keys) so the caller stays Send.
+        // Local deletes are blocking system calls: each runs on a blocking thread.
         if !self.bulk_delete {
             let futs: Vec<_> = keys
                 .iter()
@@ -256,7 +269,14 @@ impl Store {
     }
 
     async fn delete_one(&self, full: &str) -> Result<()> {
-        match self.inner.delete(&Self::path(full)?).await {
+        let path = Self::path(full)?;
+        if let Some(root) = &self.local {
+            let root = root.clone();
+            return tokio::task::spawn_blocking(move || root.delete(path.as_ref()))
+                .await
+                .map_err(|e| Error::other(format!("delete of {full:?} did not finish: {e}")))?;
+        }
+        match self.inner.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
