@@ -4,16 +4,20 @@
 //! [`Store::full_key`] turns a layout key into one. Deleting a key that is already gone counts as
 //! done, and bulk deletes report one result per key, in order, whatever the backend does.
 //!
-//! A `file://` store never deletes or lists through a symbolic link, so nothing outside its root
-//! is ever deleted, whoever the caller ([`local`]).
+//! Two guarantees hold here, once, for every caller: a `file://` store never deletes or lists
+//! through a symbolic link, so nothing outside its root is ever deleted ([`local`]); and a cloud
+//! listing skips, with a warning, the keys object_store cannot represent instead of failing on
+//! them ([`listing`]).
 
 pub mod layout;
+mod listing;
 pub mod local;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::list::PaginatedListStore;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -99,6 +103,8 @@ pub struct Store {
     bulk_delete: bool,
     /// A `file://` store's root: deletes and listings go through it, never through `inner`.
     local: Option<Arc<local::LocalRoot>>,
+    /// The same store as `inner`, page by page, for listings that survive odd keys.
+    paged: Option<Arc<dyn PaginatedListStore>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,8 +120,8 @@ impl Store {
         let shown = redact_url(url);
         let parsed = StoreUrl::parse(url).map_err(Error::config)?;
         let build_err = |e: object_store::Error| Error::config(format!("store {shown}: {e}"));
-        type Parts = (Arc<dyn ObjectStore>, String, bool, Option<Arc<local::LocalRoot>>);
-        let (inner, prefix, bulk, local): Parts = match parsed {
+        type Parts = (Arc<dyn ObjectStore>, String, bool, Option<Arc<local::LocalRoot>>, Option<Arc<dyn PaginatedListStore>>);
+        let (inner, prefix, bulk, local, paged): Parts = match parsed {
             StoreUrl::Local { root } => {
                 if !root.is_dir() {
                     return Err(Error::config(format!("store {shown}: directory {} does not exist", root.display())));
@@ -123,7 +129,7 @@ impl Store {
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
                 let local = local::LocalRoot::open(&root)
                     .map_err(|e| Error::config(format!("store {shown}: cannot open {}: {e}", root.display())))?;
-                (Arc::new(fs), String::new(), false, Some(Arc::new(local)))
+                (Arc::new(fs), String::new(), false, Some(Arc::new(local)), None)
             }
             StoreUrl::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
@@ -137,18 +143,21 @@ impl Store {
                 if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
                     b = b.with_region("us-east-1");
                 }
-                (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
+                let s = Arc::new(b.build().map_err(build_err)?);
+                (s.clone(), prefix, true, None, Some(s))
             }
             StoreUrl::Gcs { bucket, prefix } => {
                 let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry_config());
-                (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
+                let s = Arc::new(b.build().map_err(build_err)?);
+                (s.clone(), prefix, true, None, Some(s))
             }
             StoreUrl::Azure { container, prefix } => {
                 let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(retry_config());
-                (Arc::new(b.build().map_err(build_err)?), prefix, true, None)
+                let s = Arc::new(b.build().map_err(build_err)?);
+                (s.clone(), prefix, true, None, Some(s))
             }
         };
-        Ok(Store { inner, prefix, url: shown, bulk_delete: bulk, local })
+        Ok(Store { inner, prefix, url: shown, bulk_delete: bulk, local, paged })
     }
 
     /// Wrap any object store (fault-injecting wrappers in tests).
@@ -159,6 +168,7 @@ impl Store {
             url: url.to_string(),
             bulk_delete,
             local: None,
+            paged: None,
         }
     }
 
@@ -214,7 +224,8 @@ impl Store {
     }
 
     /// Like [`Store::list`], keeping only keys greater than `offset`. Listing order is the
-    /// backend's: lexicographic on S3 and GCS, unspecified on local disk. On local disk,
+    /// backend's: lexicographic on S3 and GCS, unspecified on local disk. Keys object_store
+    /// cannot represent (`a//b`, `.`/`..` segments, control characters) and, on local disk,
     /// symbolic links are skipped with a warning naming them.
     pub fn list_from(&self, under: Option<&str>, offset: Option<&str>) -> BoxStream<'static, Result<ObjectMeta>> {
         let dir = match under {
@@ -232,6 +243,9 @@ impl Store {
         };
         if let Some(root) = &self.local {
             return root.list(dir.map(|d| d.to_string()), offset.map(|o| o.to_string()));
+        }
+        if let Some(paged) = &self.paged {
+            return listing::list(paged.clone(), dir.map(|d| d.to_string()), offset.map(|o| o.to_string()));
         }
         let s = match offset {
             Some(o) => self.inner.list_with_offset(dir.as_ref(), &o),

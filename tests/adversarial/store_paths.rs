@@ -4,10 +4,14 @@
 //!   segment): `delete-orphans`, `run delete-objects` and `run stale-uploads` never delete what
 //!   is behind it, report the key as failed (and keep its queue row or pending-upload entry for a
 //!   later run), and still delete the ordinary key next to it. Listing does not follow links.
+//! - An S3 object whose key object_store cannot parse (`//`, `.`/`..` segments, control
+//!   characters): `list-orphans` and `status --scan-store` skip it, say so, and lose none of the
+//!   real orphans before or after it in key order.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use housekeep::store::{layout, Store};
 use housekeep::tasks::{Outcome, Task};
@@ -182,4 +186,84 @@ async fn listing_a_local_store_does_not_follow_links() {
     link_dir(&t.store, "real/loop", t.store.local_root().unwrap());
     let listed: Vec<String> = t.store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
     assert_eq!(listed, ["real/one"]);
+}
+
+/// Write objects with raw keys through boto3 (object_store refuses to write such keys).
+fn put_raw(bucket: &str, keys: &[String]) {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script = r#"
+import json, os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+for k in json.loads(sys.argv[2]):
+    s3.put_object(Bucket=sys.argv[1], Key=k, Body=b"odd")
+"#;
+    let o = std::process::Command::new(py)
+        .args(["-c", script, bucket, &serde_json::to_string(keys).unwrap()])
+        .output()
+        .expect("run .venv/bin/python (scripts/test.sh installs it)");
+    assert!(o.status.success(), "boto3 put failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[tokio::test]
+async fn odd_s3_keys_do_not_stop_list_orphans_or_the_store_scan() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::S3);
+    let bucket = std::env::var("HK_TEST_S3_BUCKET").unwrap();
+    // Real orphans in projects whose directories sort before and after the odd keys, and two
+    // inside the same @final directory as one of them.
+    let mut orphans = Vec::new();
+    for p in 1..=12 {
+        for _ in 0..2 {
+            let k = t.store.full_key(&layout::final_key(p, &fixtures::upload_id()));
+            orphans.push(k);
+        }
+    }
+    let mut by_dir = orphans.clone();
+    by_dir.sort();
+    let (in_dir, _) = layout::split_dir_file(&by_dir[10]);
+    let in_dir = in_dir.to_string();
+    for k in &orphans {
+        t.store.put(k, Bytes::from_static(b"orphan")).await.unwrap();
+    }
+    let project_of = |k: &str| k.split('/').take(4).collect::<Vec<_>>().join("/"); // prefix/d1/d2/H
+    let odd: Vec<String> = vec![
+        t.store.full_key("00/weird//double"),
+        format!("{}/@final/aa/../bb", project_of(&by_dir[4])),
+        format!("{in_dir}/../escape"),
+        format!("{in_dir}//empty"),
+        format!("{}/./dot", project_of(&by_dir[16])),
+        format!("{}/@final/ct/rl/x\u{1}y", project_of(&by_dir[20])),
+        t.store.full_key("ff/zz//last"),
+    ];
+    put_raw(&bucket, &odd);
+
+    let w = outside_dir();
+    let file = w.path().join("orphans.csv");
+    let o = run(housekeep()
+        .args(["list-orphans", "--min-age", "0s", "--filename"])
+        .arg(&file)
+        .env("HOUSEKEEP_DATABASE_URL", &db.url)
+        .env("HOUSEKEEP_STORE_URL", &t.url));
+    let err = stderr(&o);
+    assert!(o.status.success(), "list-orphans failed on odd keys:\n{err}");
+    let mut listed: Vec<String> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(&file)
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, by_dir, "exactly the real orphans, none lost around the odd keys");
+    // Each odd key is reported, escaped.
+    assert!(err.contains("weird//double") && err.contains("x\\u{1}y"), "{err}");
+
+    let o = run(housekeep()
+        .args(["status", "--scan-store", "--format", "json"])
+        .env("HOUSEKEEP_DATABASE_URL", &db.url)
+        .env("HOUSEKEEP_STORE_URL", &t.url));
+    assert!(o.status.success(), "status --scan-store failed on odd keys:\n{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["store"]["objects"], orphans.len() as i64, "{v}");
+    assert_eq!(v["store"]["orphan_final_objects"], orphans.len() as i64, "{v}");
 }
