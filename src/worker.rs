@@ -5,6 +5,10 @@
 //! no new batch, lets the current ones finish or roll back, and exits within 30 s.
 //!
 //! `worker --once` runs every enabled task once, in SPEC order, and exits (for CronJobs).
+//!
+//! The listener's timeouts and connection cap are in [`listener`].
+
+pub mod listener;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,18 +102,16 @@ async fn readyz(State(ctx): State<Context>) -> (StatusCode, String) {
 
 /// The daemon. Returns when `ctx.cancel` is cancelled and running tasks have stopped.
 pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("listen: cannot bind {listen}: {e}")))?;
-    let bound = listener.local_addr().unwrap_or(listen);
+    let bound = tcp.local_addr().unwrap_or(listen);
     let cancel = ctx.cancel.clone();
     let server = tokio::spawn({
         let app = router(ctx.clone());
         let cancel = cancel.clone();
         async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
+            listener::serve(tcp, app, listener::Limits::default(), listener::OpenConnections::default(), cancel).await;
         }
     });
 
