@@ -273,6 +273,10 @@ fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::s
     tokio::task::spawn_blocking(move || {
         let mut chunk: Vec<Result<ObjectMeta>> = Vec::with_capacity(CHUNK);
         let start = if dir.is_empty() { (root.clone(), String::new(), 0) } else { (root.join(&dir), dir.clone(), 1) };
+        // A shard's leading directory is opened by name: a link there is skipped, as below it.
+        if !dir.is_empty() && std::fs::symlink_metadata(&start.0).is_ok_and(|m| m.file_type().is_symlink()) {
+            return;
+        }
         let mut stack: Vec<(PathBuf, String, usize)> = vec![start];
         while let Some((path, key, depth)) = stack.pop() {
             let rd = match std::fs::read_dir(&path) {

@@ -267,3 +267,39 @@ async fn odd_s3_keys_do_not_stop_list_orphans_or_the_store_scan() {
     assert_eq!(v["store"]["objects"], orphans.len() as i64, "{v}");
     assert_eq!(v["store"]["orphan_final_objects"], orphans.len() as i64, "{v}");
 }
+
+/// `list-orphans --shard` lists a shard's leading directory by name: a link there is not
+/// followed either, so the shards together still give exactly the unsharded result.
+#[tokio::test]
+async fn sharded_list_orphans_does_not_follow_a_linked_leading_directory() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let outside = outside_dir();
+    // Project 1's directory is 6b/86/6b86…: make 6b a link to a tree holding one of its objects.
+    let behind = layout::final_key(1, &fixtures::upload_id());
+    write(&outside.path().join(behind.strip_prefix("6b/").unwrap()), b"behind a link");
+    link_dir(&t.store, "6b", outside.path());
+    let real = layout::final_key(2, &fixtures::upload_id());
+    put(&t.store, &real).await;
+    let w = outside_dir();
+    let list = |args: &[&str], file: &str| {
+        let f = w.path().join(file);
+        let o = run(housekeep()
+            .args(["list-orphans", "--min-age", "0s", "--filename"])
+            .arg(&f)
+            .args(args)
+            .env("HOUSEKEEP_DATABASE_URL", &db.url)
+            .env("HOUSEKEEP_STORE_URL", &t.url));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut keys: Vec<String> =
+            csv::ReaderBuilder::new().has_headers(false).from_path(&f).unwrap().records().map(|r| r.unwrap()[0].to_string()).collect();
+        keys.sort();
+        keys
+    };
+    let whole = list(&[], "all.csv");
+    assert_eq!(whole, vec![real.clone()]);
+    let mut shards = list(&["--shard", "0/2"], "s0.csv");
+    shards.extend(list(&["--shard", "1/2"], "s1.csv"));
+    shards.sort();
+    assert_eq!(shards, whole, "the shards listed through a link the unsharded listing skips");
+}
