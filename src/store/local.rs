@@ -379,6 +379,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_root_that_is_itself_a_link_is_the_operators_choice_and_works() {
+        let (real, _outside, _) = root();
+        let holder = tempfile::tempdir().unwrap();
+        let linked = holder.path().join("artifacts");
+        symlink(real.path(), &linked).unwrap();
+        touch(&real.path().join("a/1"));
+        touch(&real.path().join("a/2"));
+        let r = Arc::new(LocalRoot::open(&linked).unwrap());
+        r.delete("a/1").unwrap();
+        assert!(!real.path().join("a/1").exists());
+        let listed: Vec<String> = r.list(None, None).map(|m| m.unwrap().location.to_string()).collect().await;
+        assert_eq!(listed, ["a/2"]);
+    }
+
+    #[tokio::test]
     async fn lists_without_following_links() {
         let (store, outside, r) = root();
         let r = Arc::new(r);
