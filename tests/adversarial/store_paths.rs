@@ -130,7 +130,11 @@ async fn delete_objects_never_deletes_through_a_symlinked_store_dir() {
     assert!(link_gone(&t.store, &a.last));
     // The refused row stays, with its error, for an operator to see; it is not "not found".
     let rows: Vec<(i64, i32, Option<String>)> = c
-        .query("SELECT id, attempts, last_error FROM ci_deleted_objects", &[])
+        .query(
+            "SELECT o.id, s.attempts, s.last_error FROM ci_deleted_objects o
+             JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -166,7 +170,7 @@ async fn stale_uploads_never_delete_through_a_symlinked_directory() {
     assert!(!exists(&t.store, &normal).await);
     assert!(link_gone(&t.store, &a.last));
     let left: Vec<String> =
-        c.query("SELECT object_key FROM pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        c.query("SELECT object_key FROM housekeep.pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(left, vec![a.through.clone()], "the refused entry stays for a later run");
 }
 
