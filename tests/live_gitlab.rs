@@ -66,6 +66,9 @@ const ENABLED: (&str, &str) = ("HOUSEKEEP_GITLAB_TASKS", "unlock,unknown,expire"
 /// What one partition holds: ids of the rows the tasks are expected to change.
 struct PartitionRows {
     old_pipeline: i64,
+    /// A locked artifact (kept) and its object.
+    kept_artifact: i64,
+    kept_key: String,
     expired_artifact: i64,
     unknown_artifact: i64,
     expired_key: String,
@@ -133,7 +136,7 @@ async fn rows_in_partition(c: &tokio_postgres::Client, store: &TestStore, projec
     let (expired_artifact, expired_key) = artifact(done_job, 1, "-2 days", 0).await;
     let (unknown_artifact, unknown_key) = artifact(done_job, 4, "-2 days", 2).await;
     let old_job = job(old).await;
-    let (_, locked_key) = artifact(old_job, 1, "30 days", 1).await;
+    let (kept_artifact, locked_key) = artifact(old_job, 1, "30 days", 1).await;
     for k in [&expired_key, &unknown_key, &locked_key] {
         store.store.put(&store.store.full_key(k), Bytes::from_static(b"0123456789")).await.unwrap();
     }
@@ -143,7 +146,17 @@ async fn rows_in_partition(c: &tokio_postgres::Client, store: &TestStore, projec
     )
     .await
     .unwrap();
-    PartitionRows { old_pipeline: old, expired_artifact, unknown_artifact, expired_key, unknown_key }
+    for k in [&expired_key, &unknown_key, &locked_key] {
+        age(store, k);
+    }
+    PartitionRows { old_pipeline: old, kept_artifact, kept_key: locked_key, expired_artifact, unknown_artifact, expired_key, unknown_key }
+}
+
+/// Make a local object a day old, past any --min-age of the test.
+fn age(store: &TestStore, key: &str) {
+    let path = PathBuf::from(store.url.trim_start_matches("file://")).join(store.store.full_key(key));
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400)).unwrap();
 }
 
 async fn project(c: &tokio_postgres::Client, path: &str) -> i64 {
@@ -238,27 +251,44 @@ async fn migrate_creates_only_schema_housekeep_and_every_command_works_on_every_
     let o = hk(&db, &t, &["run", "stale-uploads"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
-    // Orphans: one per partition's project directory, planted old enough.
+    // Orphans: a day-old object no row knows is listed; the objects of rows in both partitions
+    // are not.
     let orphan = layout::final_key(p, &hex::encode(rand::random::<[u8; 32]>()));
     t.store.put(&t.store.full_key(&orphan), Bytes::from_static(b"orphan")).await.unwrap();
+    age(&t, &orphan);
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("orphans.csv");
     let m = manifest.to_str().unwrap();
     // Pending uploads live in GitLab's Redis, which housekeep does not read: a min-age below the
     // 3 h stale-upload window is refused.
-    let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", "1h"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("3h") || stderr(&o).contains("3 h"), "{}", stderr(&o));
+    for short in ["1h", "0"] {
+        let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", short], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("3h"), "{}", stderr(&o));
+    }
     let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", "3h"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = hk(&db, &t, &["list-orphans", "--filename", m, "--min-age", "0"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = hk(&db, &t, &["status"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = hk(&db, &t, &["verify"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let listed = std::fs::read_to_string(&manifest).unwrap();
+    assert_eq!(listed, format!("{},6\n", t.store.full_key(&orphan)), "only the orphan, not the objects of rows in partitions 100 and 101");
     let o = hk(&db, &t, &["delete-orphans", "--filename", m, "--dry-run"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = hk(&db, &t, &["delete-orphans", "--filename", m], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(t.store.head(&t.store.full_key(&orphan)).await.unwrap().is_none());
+    for r in &rows {
+        assert!(t.store.head(&t.store.full_key(&r.kept_key)).await.unwrap().is_some(), "{} was deleted", r.kept_key);
+    }
+    let o = hk(&db, &t, &["status", "--scan-store", "--format", "json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // verify: rows whose object is missing, in both partitions.
+    for r in &rows {
+        t.store.delete_many(&[t.store.full_key(&r.kept_key)], 1).await.into_iter().for_each(|r| r.unwrap());
+    }
+    let o = hk(&db, &t, &["verify"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let missing: Vec<i64> = stdout(&o).lines().filter_map(|l| l.split(',').next()?.parse().ok()).collect();
+    assert_eq!(missing, rows.iter().map(|r| r.kept_artifact).collect::<Vec<_>>(), "{}", stdout(&o));
 
     let after = gitlab_schema_dump(&db);
     let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).take(5).collect();
