@@ -2,8 +2,8 @@
 //! deleting, validation before anything is deleted, sharding, and what is never an orphan.
 //! On local disk and on the S3 API.
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `housekeep orphan-files`: artifact directories without a row on a local-disk store.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

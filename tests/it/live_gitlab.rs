@@ -4,7 +4,7 @@
 //! touches rows in every partition; GitLab's table definitions are byte-identical before and
 //! after; the tasks that change GitLab's rows run only when named in `gitlab_tasks`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Output;

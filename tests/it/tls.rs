@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL with libpq's `sslmode` meanings. The test server (scripts/test.sh) accepts
 //! TLS with a certificate for the name "localhost" only, signed by the CA in `HK_TEST_PG_CA`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

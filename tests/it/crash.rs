@@ -3,8 +3,8 @@
 //! and S3), then the same command again to completion, must lose nothing and duplicate nothing;
 //! SIGTERM stops a run or the worker cleanly, giving back unused leases.
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -532,11 +532,6 @@ async fn sigkill_during_delete_objects(backend: Backend, trials: usize) {
     kills.assert_some_mid_run("delete-objects");
 }
 
-fn sigterm(pid: u32) {
-    let s = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
-    assert!(s.success());
-}
-
 /// SIGTERM in the middle of `housekeep run delete-objects` (on S3): the current batch finishes,
 /// claimed rows not sent to the store get their leases back, the exit code says interrupted
 /// (130) or done (0), and an immediate second run finishes the queue.
@@ -572,7 +567,7 @@ async fn sigterm_during_delete_objects_gives_back_unused_leases() {
         assert!(t0.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    sigterm(child.id());
+    common::sigterm(child.id());
     let t1 = Instant::now();
     let status = child.wait().unwrap();
     let waited = t1.elapsed();
@@ -635,7 +630,7 @@ async fn sigterm_stops_a_busy_worker_with_exit_0_within_30s() {
         assert!(t0.elapsed() < Duration::from_secs(30), "no task ran\n{}", show_log(&log));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sigterm(child.id());
+    common::sigterm(child.id());
     let t1 = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -1,19 +1,11 @@
 //! One store behaviour, checked on local disk and on the S3 API: put, list under a directory,
 //! list from an offset, head, bulk delete, and "not found" counting as deleted.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
-use common::{Backend, TestStore};
+use common::{listed, Backend, TestStore};
 use futures::TryStreamExt;
-use housekeep::store::Store;
-
-async fn listed(store: &Store, under: Option<&str>, offset: Option<&str>) -> Vec<String> {
-    let mut keys: Vec<String> =
-        store.list_from(under, offset).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
-    keys.sort();
-    keys
-}
 
 async fn conformance(backend: Backend) {
     let t = TestStore::new(backend);

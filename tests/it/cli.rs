@@ -1,7 +1,7 @@
 //! The command line as a user meets it: help, configuration errors (exit 2, naming the key and
 //! where it was set), an unreachable database (one line), and secrets never printed.
 
-mod common;
+use crate::common;
 
 use common::{housekeep, run, stderr, stdout};
 

@@ -118,3 +118,18 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Every full key under `under` (the whole store when None) after `offset`, sorted.
+pub async fn listed(store: &Store, under: Option<&str>, offset: Option<&str>) -> Vec<String> {
+    use futures::TryStreamExt;
+    let mut keys: Vec<String> =
+        store.list_from(under, offset).map_ok(|m| m.location.to_string()).try_collect().await.expect("list the store");
+    keys.sort();
+    keys
+}
+
+/// Send SIGTERM to a process.
+pub fn sigterm(pid: u32) {
+    let s = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(s.success());
+}

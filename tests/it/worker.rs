@@ -1,8 +1,8 @@
 //! `housekeep worker` as a process: the HTTP listener (/healthz, /readyz, /metrics), systemd's
 //! notify protocol (READY=1, WATCHDOG=1, STOPPING=1), SIGTERM, and `worker --once`.
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -35,8 +35,7 @@ fn free_port() -> u16 {
 }
 
 fn sigterm(child: &Child) {
-    let s = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(s.success());
+    common::sigterm(child.id());
 }
 
 /// Wait for the child to exit, at most `limit`; kill it and fail beyond.

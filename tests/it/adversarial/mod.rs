@@ -3,11 +3,6 @@
 //! in odd places, two processes on one manifest, huge values, odd keys, slow clients) and asserts
 //! that housekeep refuses or holds.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../fixtures/mod.rs"]
-mod fixtures;
-
 mod config_values;
 mod listener;
 mod manifests;

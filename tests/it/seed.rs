@@ -1,7 +1,7 @@
 //! `housekeep seed`: deterministic, realistic, consistent with the store.
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use common::{housekeep, run, stderr, stdout, Backend, TestDb, TestStore};
 use housekeep::seed::{seed, SeedOptions};

@@ -1,7 +1,7 @@
 //! The object keys computed in SQL (used when rows move to the deletion queue) are the keys of
 //! src/store/layout.rs, for both layouts and across dates and time zones.
 
-mod common;
+use crate::common;
 
 use chrono::{TimeZone, Utc};
 use common::TestDb;

@@ -3,8 +3,8 @@
 //! `spec/services/ci/refs/enqueue_pipelines_to_unlock_service_spec.rb`), on housekeep's
 //! standalone database.
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use common::{housekeep, run, stderr, stdout, Backend, TestDb, TestStore};
 use fixtures::{Art, Fx};

@@ -3,8 +3,8 @@
 //! failures are recorded and retried with back-off, a queue row never goes before its object
 //! (guarantee 2), and three workers at once delete every object exactly once (guarantee 6).
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,8 +22,7 @@ use fixtures::Fx;
 
 /// Every full key in the store, in one listing.
 async fn listed(store: &Store) -> HashSet<String> {
-    use futures::TryStreamExt;
-    store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
+    common::listed(store, None, None).await.into_iter().collect()
 }
 
 async fn queued(c: &tokio_postgres::Client) -> HashSet<String> {

@@ -4,8 +4,8 @@
 //! artifact is a row or a queue row, never both nor neither, 4 locked/unknown rows and traces
 //! never expire).
 
-mod common;
-mod fixtures;
+use crate::common;
+use crate::fixtures;
 
 use common::{Backend, TestDb, TestStore};
 use fixtures::{assert_accounted, assert_statistics_exact, digest, dry_run, exists, put, run, Art, Fx};

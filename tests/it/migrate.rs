@@ -3,7 +3,7 @@
 //! it does not know; and the schema it leaves: GitLab's names, types, defaults, checks,
 //! partitions and id triggers, and an index for every hot query.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 

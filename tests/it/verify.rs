@@ -1,6 +1,6 @@
 //! `housekeep verify`: exactly the rows whose object is missing, on local disk and S3.
 
-mod common;
+use crate::common;
 
 use common::{housekeep, run, stderr, Backend, TestDb, TestStore};
 use housekeep::seed::{seed, SeedOptions};
