@@ -96,10 +96,20 @@ struct ObjectToWrite {
     mtime: DateTime<Utc>,
 }
 
-async fn next_id(client: &tokio_postgres::Client, table: &str) -> Result<i64> {
-    // Table names come from this module's constants, never from input.
-    let row = client.query_one(&format!("SELECT COALESCE(max(id), 0) + 1 FROM {table}"), &[]).await?;
-    Ok(row.get(0))
+/// The next free id of a table whose ids seed chooses itself.
+async fn next_id(client: &tokio_postgres::Client, table: Table) -> Result<i64> {
+    let sql = match table {
+        Table::Projects => "SELECT COALESCE(max(id), 0) + 1 FROM projects",
+        Table::CiRefs => "SELECT COALESCE(max(id), 0) + 1 FROM ci_refs",
+    };
+    Ok(client.query_one(sql, &[]).await?.get(0))
+}
+
+/// Tables whose ids seed chooses (the partitioned ones get theirs from GitLab's id triggers).
+#[derive(Clone, Copy)]
+enum Table {
+    Projects,
+    CiRefs,
 }
 
 /// The next value a sequence hands out.
@@ -177,8 +187,8 @@ pub async fn seed(client: &mut tokio_postgres::Client, stores: Option<&Stores>, 
     let mut report = SeedReport::default();
     let mut objects: Vec<ObjectToWrite> = Vec::new();
 
-    let first_project = next_id(client, "projects").await?;
-    let first_ref = next_id(client, "ci_refs").await?;
+    let first_project = next_id(client, Table::Projects).await?;
+    let first_ref = next_id(client, Table::CiRefs).await?;
     let first_pipeline = next_from_sequence(client, "ci_pipelines_id_seq").await?;
     let first_build = next_from_sequence(client, "ci_builds_id_seq").await?;
     let first_artifact = next_from_sequence(client, "ci_job_artifacts_id_seq").await?;

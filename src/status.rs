@@ -43,7 +43,7 @@ pub struct StoreScan {
 
 /// Artifact states; the order is the order of the report.
 const ARTIFACT_STATES: &str = "
-SELECT s.label, count(a.id), COALESCE(sum(a.size), 0)::bigint
+SELECT s.label, count(a.id) AS count, COALESCE(sum(a.size), 0)::bigint AS bytes
 FROM (VALUES (1, 'expired, unlocked (expire deletes)'),
              (2, 'expired, unknown lock (unknown resolves)'),
              (3, 'expired, locked (kept as latest)'),
@@ -67,23 +67,23 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
         .query(ARTIFACT_STATES, &[])
         .await?
         .iter()
-        .map(|r| Bucket { label: r.get(0), count: r.get(1), bytes: r.get(2) })
+        .map(|r| Bucket { label: r.get("label"), count: r.get("count"), bytes: r.get("bytes") })
         .collect();
     let q = client
         .query_one(
-            "SELECT count(*), COALESCE(sum(s.size), 0)::bigint,
-                    count(*) FILTER (WHERE o.pick_up_at < now()),
-                    COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint
+            "SELECT count(*) AS queued, COALESCE(sum(s.size), 0)::bigint AS queued_bytes,
+                    count(*) FILTER (WHERE o.pick_up_at < now()) AS ready,
+                    COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint AS ready_bytes
              FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
             &[],
         )
         .await?;
     let p = client
         .query_one(
-            "SELECT (SELECT count(*) FROM housekeep.pending_direct_uploads),
-                    (SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - interval '3 hours'),
-                    (SELECT count(*) FROM p_ci_pipelines WHERE locked = 1),
-                    (SELECT count(*) FROM housekeep.unlock_requests)",
+            "SELECT (SELECT count(*) FROM housekeep.pending_direct_uploads) AS pending_uploads,
+                    (SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - interval '3 hours') AS stale_uploads,
+                    (SELECT count(*) FROM p_ci_pipelines WHERE locked = 1) AS locked_pipelines,
+                    (SELECT count(*) FROM housekeep.unlock_requests) AS unlock_requests",
             &[],
         )
         .await?;
@@ -93,12 +93,12 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
     };
     Ok(Status {
         artifacts,
-        queued_objects: Bucket { label: "queued objects".into(), count: q.get(0), bytes: q.get(1) },
-        ready_objects: Bucket { label: "ready to delete now".into(), count: q.get(2), bytes: q.get(3) },
-        pending_uploads: p.get(0),
-        stale_uploads: p.get(1),
-        locked_pipelines: p.get(2),
-        unlock_requests: p.get(3),
+        queued_objects: Bucket { label: "queued objects".into(), count: q.get("queued"), bytes: q.get("queued_bytes") },
+        ready_objects: Bucket { label: "ready to delete now".into(), count: q.get("ready"), bytes: q.get("ready_bytes") },
+        pending_uploads: p.get("pending_uploads"),
+        stale_uploads: p.get("stale_uploads"),
+        locked_pipelines: p.get("locked_pipelines"),
+        unlock_requests: p.get("unlock_requests"),
         store,
     })
 }

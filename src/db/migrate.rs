@@ -88,7 +88,7 @@ pub const GITLAB_COLUMNS: &[(&str, &[&str])] = &[
 ];
 
 const MISSING_COLUMNS: &str = "
-SELECT t.tbl, t.col, EXISTS (SELECT 1 FROM information_schema.tables i WHERE i.table_schema = 'public' AND i.table_name = t.tbl)
+SELECT t.tbl, t.col, EXISTS (SELECT 1 FROM information_schema.tables i WHERE i.table_schema = 'public' AND i.table_name = t.tbl) AS has_table
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(tbl, col, n)
 WHERE NOT EXISTS (SELECT 1 FROM information_schema.columns c
                   WHERE c.table_schema = 'public' AND c.table_name = t.tbl AND c.column_name = t.col)
@@ -98,13 +98,14 @@ ORDER BY t.n";
 pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     let r = client
         .query_one(
-            "SELECT to_regclass('public.housekeep_schema_migrations') IS NOT NULL,
-                    to_regclass('housekeep.gitlab_schema_migrations') IS NOT NULL,
-                    to_regclass('public.ci_job_artifacts') IS NOT NULL",
+            "SELECT to_regclass('public.housekeep_schema_migrations') IS NOT NULL AS old_standalone,
+                    to_regclass('housekeep.gitlab_schema_migrations') IS NOT NULL AS standalone,
+                    to_regclass('public.ci_job_artifacts') IS NOT NULL AS unpartitioned_artifacts",
             &[],
         )
         .await?;
-    let (old_standalone, standalone, unpartitioned_artifacts): (bool, bool, bool) = (r.get(0), r.get(1), r.get(2));
+    let (old_standalone, standalone, unpartitioned_artifacts): (bool, bool, bool) =
+        (r.get("old_standalone"), r.get("standalone"), r.get("unpartitioned_artifacts"));
     if old_standalone && !standalone {
         return Err(Error::config(
             "this database holds the schema of an earlier housekeep (public.housekeep_schema_migrations), \
@@ -120,7 +121,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     if missing.is_empty() {
         return Ok(Shape::Gitlab);
     }
-    let table_missing: Vec<String> = missing.iter().filter(|r| !r.get::<_, bool>(2)).map(|r| r.get(0)).collect();
+    let table_missing: Vec<String> = missing.iter().filter(|r| !r.get::<_, bool>("has_table")).map(|r| r.get("tbl")).collect();
     let all_tables: std::collections::BTreeSet<&str> = tables.iter().copied().collect();
     let absent: std::collections::BTreeSet<&str> = table_missing.iter().map(String::as_str).collect();
     if absent == all_tables && !unpartitioned_artifacts {
@@ -135,7 +136,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     let what: Vec<String> = missing
         .iter()
         .map(|r| {
-            let (t, c, has_table): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+            let (t, c, has_table): (String, String, bool) = (r.get("tbl"), r.get("col"), r.get("has_table"));
             if has_table { format!("{t}.{c}") } else { t }
         })
         .collect::<std::collections::BTreeSet<_>>()
@@ -204,9 +205,13 @@ fn describe(set: &str, e: &refinery::Error) -> String {
 /// The mode of a migrated database; an unmigrated one is refused with a clear message.
 pub async fn mode(client: &tokio_postgres::Client) -> Result<Mode> {
     let r = client
-        .query_one("SELECT to_regclass('housekeep.schema_migrations') IS NOT NULL, to_regclass('housekeep.gitlab_schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('housekeep.schema_migrations') IS NOT NULL AS migrated,
+                    to_regclass('housekeep.gitlab_schema_migrations') IS NOT NULL AS standalone",
+            &[],
+        )
         .await?;
-    match (r.get::<_, bool>(0), r.get::<_, bool>(1)) {
+    match (r.get::<_, bool>("migrated"), r.get::<_, bool>("standalone")) {
         (false, _) => Err(Error::config("the database has no housekeep schema yet; run `housekeep migrate` first")),
         (true, true) => Ok(Mode::Standalone),
         (true, false) => Ok(Mode::Gitlab),

@@ -11,9 +11,9 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::store::Stores;
 
-const PAGE: &str = "SELECT id, project_id, job_id, file_store::smallint,
+const PAGE: &str = "SELECT id, project_id, job_id, file_store::smallint AS file_store,
         housekeep.artifact_store_dir(project_id, created_at, job_id, id, file_final_path, file_location) || '/' ||
-        COALESCE(housekeep.artifact_file(file, file_final_path), '')
+        COALESCE(housekeep.artifact_file(file, file_final_path), '') AS key
      FROM p_ci_job_artifacts WHERE id > $1 ORDER BY id LIMIT $2";
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,11 +37,11 @@ pub async fn verify(
     loop {
         let rows = client.query(PAGE, &[&last, &page_size]).await?;
         let Some(tail) = rows.last() else { break };
-        last = tail.get(0);
+        last = tail.get("id");
         let checks = rows.iter().map(|r| {
-            let store = stores.for_file_store(r.get(3)).clone();
-            let (id, project_id, job_id): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
-            let key = store.full_key(&r.get::<_, String>(4));
+            let store = stores.for_file_store(r.get("file_store")).clone();
+            let (id, project_id, job_id): (i64, i64, i64) = (r.get("id"), r.get("project_id"), r.get("job_id"));
+            let key = store.full_key(&r.get::<_, String>("key"));
             async move {
                 let exists = store.head(&key).await.map(|m| m.is_some());
                 (id, project_id, job_id, key, exists)

@@ -129,15 +129,16 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     if run.dry_run {
         let r = client
             .query_one(
-                "SELECT count(*) FILTER (WHERE o.pick_up_at < now()), COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint,
-                        count(*)
+                "SELECT count(*) FILTER (WHERE o.pick_up_at < now()) AS would_delete,
+                        COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint AS would_delete_bytes,
+                        count(*) AS queued
                  FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
                 &[],
             )
             .await?;
-        run.report.add("would_delete", r.get(0));
-        run.report.add("would_delete_bytes", r.get(1));
-        run.report.add("queued", r.get(2));
+        for key in ["would_delete", "would_delete_bytes", "queued"] {
+            run.report.add(key, r.get(key));
+        }
         return Ok(());
     }
     let lease = run.cfg.lease.map(|d| d.0).unwrap_or(Duration::from_secs(600));
@@ -176,7 +177,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let ours: Vec<DateTime<Utc>> = rows.iter().map(|r| r.leased_until).collect();
             let kept: HashMap<i64, DateTime<Utc>> =
-                client.query(RENEW, &[&ids, &ours, &lease_s]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+                client.query(RENEW, &[&ids, &ours, &lease_s]).await?.iter().map(|r| (r.get("id"), r.get("pick_up_at"))).collect();
             rows.retain_mut(|r| match kept.get(&r.id) {
                 Some(t) => {
                     r.leased_until = *t;
@@ -366,7 +367,8 @@ pub struct QueueNow {
 }
 
 const QUEUE_NOW: &str = "
-SELECT count(*), COALESCE(sum(s.size), 0)::bigint, count(*) FILTER (WHERE s.leased_until > now() AND o.pick_up_at > now())
+SELECT count(*) AS queued, COALESCE(sum(s.size), 0)::bigint AS bytes,
+       count(*) FILTER (WHERE s.leased_until > now() AND o.pick_up_at > now()) AS leased
 FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id";
 
 /// Rows to make ready, locked so that no claim can change them meanwhile; rows a claim holds
@@ -387,7 +389,7 @@ WHERE o.id = ANY($1) AND o.pick_up_at > now()
 /// The queue as it stands (`expedite --dry-run`).
 pub async fn queue_now(client: &tokio_postgres::Client) -> Result<QueueNow> {
     let r = client.query_one(QUEUE_NOW, &[]).await?;
-    Ok(QueueNow { queued: r.get(0), bytes: r.get(1), leased: r.get(2) })
+    Ok(QueueNow { queued: r.get("queued"), bytes: r.get("bytes"), leased: r.get("leased") })
 }
 
 /// `expedite`: make every queued row ready now, except the rows other runs hold leases on;

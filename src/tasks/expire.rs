@@ -15,7 +15,7 @@ const EXPIRE_BATCH: &str = move_to_queue_sql!(
      LIMIT $2 FOR UPDATE SKIP LOCKED"
 );
 
-const EXPIRE_COUNT: &str = "SELECT count(*), COALESCE(sum(size), 0)::bigint FROM p_ci_job_artifacts
+const EXPIRE_COUNT: &str = "SELECT count(*) AS would_expire, COALESCE(sum(size), 0)::bigint AS would_expire_bytes FROM p_ci_job_artifacts
      WHERE expire_at < $1 AND locked = 0 AND file_type <> 3";
 
 pub async fn run(run: &mut Run<'_>) -> Result<()> {
@@ -23,8 +23,9 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let start: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
     if run.dry_run {
         let r = client.query_one(EXPIRE_COUNT, &[&start]).await?;
-        run.report.add("would_expire", r.get(0));
-        run.report.add("would_expire_bytes", r.get(1));
+        for key in ["would_expire", "would_expire_bytes"] {
+            run.report.add(key, r.get(key));
+        }
         return Ok(());
     }
     let stmt = client.prepare(EXPIRE_BATCH).await?;

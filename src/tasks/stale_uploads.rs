@@ -39,8 +39,8 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     while run.keep_going() {
         let rows = client.query(PICK, &[&max_age, &limit, &cursor.0, &cursor.1]).await?;
         let Some(last) = rows.last() else { break };
-        cursor = (last.get(2), last.get(0));
-        let rows: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        cursor = (last.get("created_at"), last.get("object_key"));
+        let rows: Vec<(String, bool)> = rows.iter().map(|r| (r.get("object_key"), r.get("referenced"))).collect();
         let mut gone: Vec<String> = Vec::new();
         let mut to_delete: Vec<String> = Vec::new();
         for (key, referenced) in rows {

@@ -42,8 +42,8 @@ const DESTROY_ROWS: &str = move_to_queue_sql!(
 );
 
 const DRY_RUN: &str = concat!(
-    "SELECT count(*) FILTER (WHERE locked_pipeline), count(*) FILTER (WHERE NOT locked_pipeline),
-            COALESCE(sum(size) FILTER (WHERE NOT locked_pipeline), 0)::bigint
+    "SELECT count(*) FILTER (WHERE locked_pipeline) AS would_lock, count(*) FILTER (WHERE NOT locked_pipeline) AS would_remove,
+            COALESCE(sum(size) FILTER (WHERE NOT locked_pipeline), 0)::bigint AS would_remove_bytes
      FROM (SELECT a.size, ",
     pipeline_locked!(),
     " AS locked_pipeline
@@ -57,9 +57,9 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let max_rows = if run.cfg.max_rows > 0 { run.cfg.max_rows } else { i64::MAX };
     if run.dry_run {
         let r = client.query_one(DRY_RUN, &[&start, &max_rows]).await?;
-        run.report.add("would_lock", r.get(0));
-        run.report.add("would_remove", r.get(1));
-        run.report.add("would_remove_bytes", r.get(2));
+        for key in ["would_lock", "would_remove", "would_remove_bytes"] {
+            run.report.add(key, r.get(key));
+        }
         return Ok(());
     }
     let mut done = 0i64;

@@ -95,9 +95,9 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let mut client = run.ctx.pool.get().await?;
     if run.dry_run {
         let candidates = client.query(CANDIDATES, &[]).await?;
-        let queued = client.query("SELECT pipeline_id, partition_id FROM housekeep.unlock_requests", &[]).await?;
-        let ids: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get(0)).collect();
-        let partitions: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get(1)).collect();
+        let queued = client.query("SELECT pipeline_id AS id, partition_id FROM housekeep.unlock_requests", &[]).await?;
+        let ids: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get("id")).collect();
+        let partitions: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get("partition_id")).collect();
         let artifacts: i64 = client
             .query_one(
                 "SELECT count(*) FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
@@ -109,8 +109,8 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             )
             .await?
             .get(0);
-        let queued_ids: std::collections::HashSet<i64> = queued.iter().map(|r| r.get(0)).collect();
-        run.report.add("would_enqueue", candidates.iter().filter(|c| !queued_ids.contains(&c.get::<_, i64>(0))).count() as i64);
+        let queued_ids: std::collections::HashSet<i64> = queued.iter().map(|r| r.get("id")).collect();
+        run.report.add("would_enqueue", candidates.iter().filter(|c| !queued_ids.contains(&c.get::<_, i64>("id"))).count() as i64);
         run.report.add("already_queued", queued.len() as i64);
         run.report.add("would_unlock_artifacts", artifacts);
         return Ok(());
@@ -202,7 +202,7 @@ WITH pipelines AS (
   INSERT INTO housekeep.unlock_requests (pipeline_id, partition_id) SELECT id, partition_id FROM pipelines
   ON CONFLICT (pipeline_id) DO NOTHING RETURNING pipeline_id
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pipelines)";
+SELECT (SELECT count(*) FROM ins) AS enqueued, (SELECT count(*) FROM pipelines) AS pipelines";
 
 pub async fn enqueue_ref(client: &tokio_postgres::Client, project_id: i64, ref_path: &str) -> Result<UnlockRefStats> {
     let (name, tag) = if let Some(n) = ref_path.strip_prefix("refs/heads/") {
@@ -215,6 +215,6 @@ pub async fn enqueue_ref(client: &tokio_postgres::Client, project_id: i64, ref_p
         )));
     };
     let r = client.query_one(ENQUEUE_REF, &[&project_id, &ref_path, &name, &tag]).await?;
-    let (enqueued, all): (i64, i64) = (r.get(0), r.get(1));
+    let (enqueued, all): (i64, i64) = (r.get("enqueued"), r.get("pipelines"));
     Ok(UnlockRefStats { enqueued, already_queued: all - enqueued })
 }
