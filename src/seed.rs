@@ -531,13 +531,8 @@ fn content(key: &str, size: i64) -> Bytes {
 async fn write_objects(stores: &Stores, objects: Vec<ObjectToWrite>, report: &mut SeedReport) -> Result<()> {
     let results: Vec<Result<i64>> = futures::stream::iter(objects.into_iter().map(|o| async move {
         let store = stores.for_file_store(o.file_store);
-        store.put(&store.full_key(&o.key), content(&o.key, o.size)).await?;
-        // On local disk, age the file as the artifact's creation time, as a real installation would.
-        if let Some(root) = store.local_root() {
-            let path = root.join(store.full_key(&o.key));
-            let f = std::fs::File::options().write(true).open(&path)?;
-            f.set_modified(o.mtime.into())?;
-        }
+        // Dated as the artifact's creation time, as a real installation's would be.
+        store.put_dated(&store.full_key(&o.key), content(&o.key, o.size), o.mtime.into()).await?;
         Ok(o.size)
     }))
     .buffer_unordered(32)

@@ -13,7 +13,6 @@
 //! FILE holds every orphan exactly once. One process at a time works on FILE (the lock of
 //! [`super::manifest::lock`]); a second one is refused at once.
 
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,10 +95,6 @@ pub fn progress_path(file: &Path) -> PathBuf {
     manifest::beside(file, "", ".progress")
 }
 
-/// Segment-wise key order: the order of a sorted directory walk, and S3's order for layout keys.
-fn key_cmp(a: &str, b: &str) -> Ordering {
-    a.split('/').cmp(b.split('/'))
-}
 
 pub async fn list_orphans(
     client: &tokio_postgres::Client,
@@ -166,7 +161,7 @@ pub async fn list_orphans(
         tokio::spawn(async move {
             for (i, dir) in dirs.iter().enumerate().skip(start_dir) {
                 let after = if i == start_dir { after.clone() } else { None };
-                let mut stream = list_dir(&store, dir, after.as_deref());
+                let mut stream = store.list_final(dir, after.as_deref());
                 let mut page = Vec::with_capacity(PAGE);
                 while let Some(item) = stream.next().await {
                     match item {
@@ -253,95 +248,6 @@ pub async fn list_orphans(
     Ok(progress.summary)
 }
 
-/// Objects under one leading hash directory, in key order, after `after` (a full key).
-/// An empty `dir` is the whole store prefix.
-fn list_dir(store: &Store, dir: &str, after: Option<&str>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
-    match store.local_root() {
-        // S3, GCS and Azure list in lexicographic order, which is the layout's key order.
-        None if dir.is_empty() => store.list_from(None, after),
-        None => store.list_from(Some(&store.full_key(dir)), after),
-        Some(root) => local_sorted(root.to_path_buf(), dir.to_string(), after.map(str::to_string)),
-    }
-}
-
-/// A sorted walk of `root/dir` that only descends into `@final` below project directories, run
-/// on a blocking thread and streamed through a small channel.
-fn local_sorted(root: PathBuf, dir: String, after: Option<String>) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
-    // Objects travel in chunks: one wake-up of the async side per chunk, not per object.
-    const CHUNK: usize = 512;
-    let (tx, rx) = mpsc::channel::<Vec<Result<ObjectMeta>>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut chunk: Vec<Result<ObjectMeta>> = Vec::with_capacity(CHUNK);
-        let start = if dir.is_empty() { (root.clone(), String::new(), 0) } else { (root.join(&dir), dir.clone(), 1) };
-        // A shard's leading directory is opened by name: a link there is skipped, as below it.
-        if !dir.is_empty() && std::fs::symlink_metadata(&start.0).is_ok_and(|m| m.file_type().is_symlink()) {
-            return;
-        }
-        let mut stack: Vec<(PathBuf, String, usize)> = vec![start];
-        while let Some((path, key, depth)) = stack.pop() {
-            let rd = match std::fs::read_dir(&path) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    chunk.push(Err(Error::Store(format!("{}: {e}", path.display()))));
-                    let _ = tx.blocking_send(chunk);
-                    return;
-                }
-            };
-            let mut entries: Vec<(String, std::fs::DirEntry)> =
-                rd.filter_map(|e| e.ok()).filter_map(|e| Some((e.file_name().into_string().ok()?, e))).collect();
-            entries.sort_by(|a, b| b.0.cmp(&a.0)); // reversed: the stack pops the smallest first
-            let mut files = Vec::new();
-            for (name, entry) in entries {
-                let Ok(ft) = entry.file_type() else { continue };
-                let child_key = if key.is_empty() { name.clone() } else { format!("{key}/{name}") };
-                if ft.is_dir() {
-                    // P = d1/d2/H; under H only @final holds direct uploads.
-                    if depth == 3 && name != "@final" {
-                        continue;
-                    }
-                    if let Some(a) = &after {
-                        // Skip subtrees entirely before the resume point.
-                        if key_cmp(&child_key, a) == Ordering::Less && !a.starts_with(&format!("{child_key}/")) {
-                            continue;
-                        }
-                    }
-                    stack.push((entry.path(), child_key, depth + 1));
-                } else if ft.is_file() {
-                    if after.as_deref().is_some_and(|a| key_cmp(&child_key, a) != Ordering::Greater) {
-                        continue;
-                    }
-                    files.push((entry, child_key));
-                }
-            }
-            // With the layout, a directory holds either files or directories, so emitting a
-            // directory's files when it is visited keeps the key order.
-            files.reverse();
-            for (entry, child_key) in files {
-                let meta = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        chunk.push(Err(Error::Store(format!("{}: {e}", entry.path().display()))));
-                        let _ = tx.blocking_send(chunk);
-                        return;
-                    }
-                };
-                let Ok(location) = object_store::path::Path::parse(&child_key) else { continue };
-                let last_modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
-                chunk.push(Ok(ObjectMeta { location, last_modified, size: meta.len(), e_tag: None, version: None }));
-                if chunk.len() == CHUNK && tx.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
-                    return;
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = tx.blocking_send(chunk);
-        }
-    });
-    let mut rx = rx;
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).flat_map(futures::stream::iter).boxed()
-}
 
 #[cfg(test)]
 mod tests {
@@ -362,10 +268,4 @@ mod tests {
         assert_eq!("1/4".parse::<Shard>().unwrap(), Shard { index: 1, count: 4 });
     }
 
-    #[test]
-    fn key_order_is_segment_order() {
-        assert_eq!(key_cmp("ab/c", "ab-d/c"), Ordering::Less);
-        assert_eq!(key_cmp("a/b/c", "a/b"), Ordering::Greater);
-        assert_eq!(key_cmp("a/0/1", "a/@final/1"), Ordering::Less);
-    }
 }

@@ -10,6 +10,7 @@
 //! them ([`listing`]).
 
 pub mod layout;
+mod walk;
 mod listing;
 pub mod local;
 
@@ -216,6 +217,29 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The `@final` objects under one leading hash directory (`""` for the whole store), in key
+    /// order, after `after` (a full key): what a resumable orphan listing walks.
+    pub fn list_final(&self, dir: &str, after: Option<&str>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match &self.local {
+            // S3, GCS and Azure list in lexicographic order, which is the layout's key order.
+            None if dir.is_empty() => self.list_from(None, after),
+            None => self.list_from(Some(&self.full_key(dir)), after),
+            Some(root) => walk::final_objects(root.path().to_path_buf(), dir.to_string(), after.map(str::to_string)),
+        }
+    }
+
+    /// Write an object dated `modified` where the store keeps modification times (local disk;
+    /// cloud stores date objects themselves): `seed` ages its files as a real installation's.
+    pub async fn put_dated(&self, full: &str, data: Bytes, modified: std::time::SystemTime) -> Result<()> {
+        self.put(full, data).await?;
+        if let Some(root) = &self.local {
+            let path = root.path().join(full);
+            let f = std::fs::File::options().write(true).open(&path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
+            f.set_modified(modified).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 
     /// Every object whose full key starts with the directory `under` (the whole store prefix when None).
