@@ -2,8 +2,6 @@
 //! through `tracing` under the target `housekeep::audit`, so they land in the same JSON stream
 //! as the logs (journald, Kubernetes) and can be filtered by target.
 
-use crate::tasks::Task;
-
 #[derive(Debug, Clone)]
 pub struct Audit {
     run_id: i64,
@@ -11,8 +9,9 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub fn new(run_id: i64, task: Task) -> Audit {
-        Audit { run_id, task: task.name() }
+    /// Records of run `run_id` of the task named `task`.
+    pub fn new(run_id: i64, task: &'static str) -> Audit {
+        Audit { run_id, task }
     }
 
     /// An artifact row destroyed (moved to the deletion queue) or changed.

@@ -327,7 +327,7 @@ async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Insta
         cfg,
         dry_run: opts.dry_run,
         deadline: started.checked_add(budget).unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400)),
-        audit: Audit::new(run_id, task),
+        audit: Audit::new(run_id, task.name()),
         report,
         progress: opts.progress.clone(),
     };
