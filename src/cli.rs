@@ -269,7 +269,16 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
         Command::Worker(w) => {
             let ctx = context(config).await?;
             if w.once {
-                crate::worker::run_once(&ctx).await.map(|_| ())
+                let run = crate::worker::run_once(&ctx).await;
+                for step in &run.steps {
+                    match step {
+                        crate::worker::Step::Skipped(task) => {
+                            println!("{task}: skipped on a live GitLab database (not in gitlab_tasks)")
+                        }
+                        crate::worker::Step::Ran(report) => println!("{}", report.summary()),
+                    }
+                }
+                run.result
             } else {
                 let listen = config.listen.parse().map_err(|_| Error::config("listen: not an address"))?;
                 crate::worker::run_daemon(ctx, listen).await
@@ -372,7 +381,14 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
                 dry_run: a.dry_run,
                 concurrency: config.store_concurrency,
             };
-            let s = crate::orphans::delete::delete_orphans(&client, &stores.remote, &opts).await?;
+            let s = if opts.dry_run {
+                crate::orphans::delete::dry_run(&client, &stores.remote, &opts, |key, size| {
+                    println!("would delete {key} ({size} bytes)")
+                })
+                .await?
+            } else {
+                crate::orphans::delete::delete_orphans(&client, &stores.remote, &opts).await?
+            };
             println!(
                 "delete-orphans{}: {} lines, {} {} ({} bytes), skipped {} now referenced, {} already gone, {} size changed, \
                  {} duplicate lines, {} failed",
@@ -404,7 +420,10 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<()> {
                 .to_path_buf();
             let client = crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await?;
             let opts = crate::orphans::files::FilesOptions { dry_run: a.dry_run, limit: a.limit, min_age: a.min_age.0 };
-            let s = crate::orphans::files::orphan_files(&client, &root, &opts).await?;
+            let s = crate::orphans::files::orphan_files(&client, &root, &opts, |path, size| {
+                println!("would remove {} ({size} bytes)", path.display())
+            })
+            .await?;
             println!(
                 "orphan-files{}: {} artifact directories, {} {} orphan ({} bytes), {} recent skipped, {} empty directories {}",
                 if a.dry_run { " (dry run)" } else { "" },

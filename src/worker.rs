@@ -35,9 +35,32 @@ fn notify(state: sd_notify::NotifyState<'_>) {
     let _ = sd_notify::notify(&[state]);
 }
 
-/// Run every enabled task once, in order. Partial failures give exit code 3, interruption 130.
-pub async fn run_once(ctx: &Context) -> Result<Vec<Report>> {
-    let mut reports = Vec::new();
+/// One task of `worker --once`.
+#[derive(Debug)]
+pub enum Step {
+    /// Not run: the database is a live GitLab one and the task is not in `gitlab_tasks` (the
+    /// reason is logged).
+    Skipped(Task),
+    Ran(Report),
+}
+
+/// What `worker --once` did, in task order, and how it ended. The steps taken before an error
+/// are kept, so that the caller can show them before the error.
+#[derive(Debug)]
+pub struct OnceRun {
+    pub steps: Vec<Step>,
+    /// Partial failures give [`Error::Partial`] (exit code 3), interruption [`Error::Interrupted`].
+    pub result: Result<()>,
+}
+
+/// Run every enabled task once, in order; prints nothing.
+pub async fn run_once(ctx: &Context) -> OnceRun {
+    let mut steps = Vec::new();
+    let result = run_each_once(ctx, &mut steps).await;
+    OnceRun { steps, result }
+}
+
+async fn run_each_once(ctx: &Context, steps: &mut Vec<Step>) -> Result<()> {
     let mut partial = false;
     let mode = crate::db::migrate::mode(&**ctx.pool.get().await?).await?;
     for task in Task::ALL {
@@ -45,7 +68,7 @@ pub async fn run_once(ctx: &Context) -> Result<Vec<Report>> {
             continue;
         }
         if let Err(e) = tasks::permitted(&ctx.config, mode, task) {
-            println!("{task}: skipped on a live GitLab database (not in gitlab_tasks)");
+            steps.push(Step::Skipped(task));
             tracing::warn!(task = task.name(), "{e}");
             continue;
         }
@@ -53,10 +76,9 @@ pub async fn run_once(ctx: &Context) -> Result<Vec<Report>> {
             return Err(Error::Interrupted);
         }
         let report = tasks::run(ctx, task, RunOptions::default()).await?;
-        println!("{}", report.summary());
         partial |= report.outcome == Outcome::Partial;
         let interrupted = report.outcome == Outcome::Interrupted;
-        reports.push(report);
+        steps.push(Step::Ran(report));
         if interrupted {
             return Err(Error::Interrupted);
         }
@@ -64,7 +86,7 @@ pub async fn run_once(ctx: &Context) -> Result<Vec<Report>> {
     if partial {
         return Err(Error::Partial("some objects could not be deleted; they will be retried (see the log)".into()));
     }
-    Ok(reports)
+    Ok(())
 }
 
 /// The HTTP listener: /metrics, /healthz (no database call), /readyz (database and stores).

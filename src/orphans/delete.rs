@@ -395,9 +395,11 @@ impl Run<'_> {
     }
 }
 
+/// Delete the objects of the manifest `opts.filename` (see the module documentation). With
+/// `opts.dry_run` this is [`dry_run`] without the list: only the summary counts what would go.
 pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts: &DeleteOptions) -> Result<DeleteSummary> {
     if opts.dry_run {
-        return dry_run(client, store, opts).await;
+        return dry_run(client, store, opts, |_, _| {}).await;
     }
     let lock = manifest::lock(&opts.filename, "delete-orphans")?;
     crate::db::require_schema(client).await?;
@@ -494,9 +496,15 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
     Ok(run.progress.summary)
 }
 
-/// Validate and re-check, print what would be deleted; write nothing beside the manifest but
-/// the lock, and not even that in a read-only directory.
-async fn dry_run(client: &tokio_postgres::Client, store: &Store, opts: &DeleteOptions) -> Result<DeleteSummary> {
+/// Validate and re-check; hand each object that would be deleted (full key, size) to
+/// `would_delete` as its batch is re-checked, so that nothing grows with the manifest. Writes
+/// nothing beside the manifest but the lock, and not even that in a read-only directory.
+pub async fn dry_run(
+    client: &tokio_postgres::Client,
+    store: &Store,
+    opts: &DeleteOptions,
+    mut would_delete: impl FnMut(&str, u64),
+) -> Result<DeleteSummary> {
     let _lock = manifest::lock_to_read(&opts.filename, "delete-orphans --dry-run")?;
     crate::db::require_schema(client).await?;
     let scan = validate(&opts.filename, store)?;
@@ -504,7 +512,7 @@ async fn dry_run(client: &tokio_postgres::Client, store: &Store, opts: &DeleteOp
     let mut batches = Batches::open(&opts.filename, 0, 0, &scan, store)?;
     while let Some((batch, _, _)) = batches.next(BATCH)? {
         for c in recheck(client, store, &batch, opts.concurrency, &mut summary).await? {
-            println!("would delete {} ({} bytes)", c.key, c.size);
+            would_delete(&c.key, c.size);
             summary.deleted += 1;
             summary.deleted_bytes += c.size;
         }

@@ -123,7 +123,15 @@ fn walk(root: &Path, dry_run: bool, tx: &mpsc::Sender<Found>, empty: &mut u64) {
     }
 }
 
-pub async fn orphan_files(client: &tokio_postgres::Client, root: &Path, opts: &FilesOptions) -> Result<FilesSummary> {
+/// Find (and unless `opts.dry_run`, remove) the orphan artifact directories below `root`. In a
+/// dry run each directory that would be removed is handed to `would_remove` (path, bytes) as it
+/// is found, so that nothing grows with the store.
+pub async fn orphan_files(
+    client: &tokio_postgres::Client,
+    root: &Path,
+    opts: &FilesOptions,
+    mut would_remove: impl FnMut(&Path, u64),
+) -> Result<FilesSummary> {
     crate::db::require_schema(client).await?;
     let (tx, mut rx) = mpsc::channel::<Found>(BATCH * 2);
     let walker = {
@@ -168,7 +176,7 @@ pub async fn orphan_files(client: &tokio_postgres::Client, root: &Path, opts: &F
             summary.orphans += 1;
             summary.orphan_bytes += size;
             if opts.dry_run {
-                println!("would remove {} ({size} bytes)", f.path.display());
+                would_remove(&f.path, size);
             } else {
                 tokio::fs::remove_dir_all(&f.path)
                     .await
