@@ -1,10 +1,12 @@
 //! housekeep: artifact housekeeping for CI job artifacts in PostgreSQL and object storage.
 //!
-//! The library holds the engine; `main.rs` only parses, calls [`cli::run`] and maps the error to
-//! an exit code (SPEC §9).
+//! The library holds the engine, which prints nothing; [`commands`] holds one module per
+//! subcommand, which calls the engine and prints what it returns. `main.rs` only parses, calls
+//! [`cli::run`] and maps the error to an exit code (SPEC §9).
 
 pub mod audit;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod duration;

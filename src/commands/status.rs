@@ -1,0 +1,35 @@
+//! `housekeep status`: summarise artifacts by state, the deletion queue, uploads and, with
+//! `--scan-store`, what the store and the database disagree on; as a table or as JSON.
+
+use clap::{Args, ValueEnum};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::Stores;
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also list the store: orphan @final objects and rows whose object is missing
+    #[arg(long)]
+    pub scan_store: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub async fn run(a: StatusArgs, config: &Config) -> Result<()> {
+    let stores = if a.scan_store { Some(Stores::open(config)?) } else { None };
+    let client = super::connect(config).await?;
+    let s = crate::status::status(&client, stores.as_ref()).await?;
+    match a.format {
+        Format::Table => print!("{}", s.to_table()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&s).map_err(Error::other)?),
+    }
+    Ok(())
+}
