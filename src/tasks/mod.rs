@@ -119,6 +119,22 @@ impl Outcome {
     }
 }
 
+/// Why a run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stopped {
+    /// Nothing was left to do.
+    Done,
+    /// The time budget was spent.
+    Budget,
+    /// The task's `max_rows` per run was reached (unknown).
+    MaxRows,
+    /// Shutdown was requested.
+    Shutdown,
+    /// Another process holds the task's lock.
+    Locked,
+}
+
 /// What a run did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -128,8 +144,8 @@ pub struct Report {
     pub outcome: Outcome,
     pub counts: BTreeMap<&'static str, i64>,
     pub seconds: f64,
-    /// Why the run stopped: "done", "budget", "max_rows", "shutdown", "locked".
-    pub stopped: &'static str,
+    /// Why the run stopped.
+    pub stopped: Stopped,
 }
 
 impl Report {
@@ -153,7 +169,7 @@ impl Report {
             },
             if counts.is_empty() { "nothing to do".to_string() } else { counts.join(" ") },
             self.seconds,
-            if self.stopped == "budget" { ", time budget spent" } else { "" },
+            if self.stopped == Stopped::Budget { ", time budget spent" } else { "" },
         )
     }
 }
@@ -175,12 +191,12 @@ impl Run<'_> {
     /// Whether to start another batch; records why not.
     pub fn keep_going(&mut self) -> bool {
         if self.ctx.cancel.is_cancelled() {
-            self.report.stopped = "shutdown";
+            self.report.stopped = Stopped::Shutdown;
             self.report.outcome = Outcome::Interrupted;
             return false;
         }
         if Instant::now() >= self.deadline {
-            self.report.stopped = "budget";
+            self.report.stopped = Stopped::Budget;
             return false;
         }
         true
@@ -288,7 +304,7 @@ async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Insta
         outcome: Outcome::Success,
         counts: BTreeMap::new(),
         seconds: 0.0,
-        stopped: "done",
+        stopped: Stopped::Done,
     };
 
     // The lock lives on a connection of its own, held for the whole run.
@@ -299,7 +315,7 @@ async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Insta
         let got: bool = lock_conn.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await?.get(0);
         if !got {
             report.outcome = Outcome::Skipped;
-            report.stopped = "locked";
+            report.stopped = Stopped::Locked;
             tracing::info!(task = task.name(), "skipped: another run holds the lock");
             return Ok(report);
         }

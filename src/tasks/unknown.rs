@@ -66,7 +66,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
     let mut audit = MovedAudit::new(run, "removed", "unknown lock, pipeline not locked");
     while run.keep_going() {
         if done >= max_rows {
-            run.report.stopped = "max_rows";
+            run.report.stopped = super::Stopped::MaxRows;
             break;
         }
         let limit = run.batch_size().min(max_rows - done);

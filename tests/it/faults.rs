@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::StreamExt;
 use housekeep::store::{Store, Stores};
-use housekeep::tasks::{Outcome, Task};
+use housekeep::tasks::{Outcome, Stopped, Task};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -285,7 +285,7 @@ async fn delete_objects_respects_its_time_budget() {
     let t0 = Instant::now();
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
     let took = t0.elapsed();
-    assert_eq!((r.stopped, r.outcome), ("budget", Outcome::Success), "{r:?}");
+    assert_eq!((r.stopped, r.outcome), (Stopped::Budget, Outcome::Success), "{r:?}");
     let deleted = r.get("deleted");
     assert!((5..100).contains(&deleted) && deleted % 5 == 0, "whole batches only: {r:?}");
     assert!(took < Duration::from_millis(3500), "a 1 s budget took {took:?} (all 100 deletes take 5 s)");

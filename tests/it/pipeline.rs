@@ -10,7 +10,7 @@ use crate::fixtures;
 use common::{Backend, TestDb, TestStore};
 use fixtures::{assert_accounted, assert_statistics_exact, digest, dry_run, exists, put, run, Art, Fx};
 use housekeep::store::layout;
-use housekeep::tasks::{Outcome, Task};
+use housekeep::tasks::{Outcome, Stopped, Task};
 
 /// The queue row of a key: (file_store, project_id, size, pick_up_at is within `secs` of `expected`).
 async fn queue_row(c: &tokio_postgres::Client, key: &str) -> tokio_postgres::Row {
@@ -249,7 +249,7 @@ async fn unknown_respects_max_rows_per_run() {
     assert_eq!(r.get("would_remove"), 3, "a dry run reports one run's worth: {r:?}");
     let r = run(&ctx, Task::Unknown).await;
     assert_eq!(r.get("removed"), 3, "{r:?}");
-    assert_eq!(r.stopped, "max_rows", "{r:?}");
+    assert_eq!(r.stopped, Stopped::MaxRows, "{r:?}");
     // The oldest three went first.
     let left = fixtures::artifact_ids(&c).await;
     assert_eq!(left, [arts[3].id, arts[4].id].into_iter().collect());
@@ -717,7 +717,7 @@ async fn every_locking_task_is_skipped_while_its_advisory_lock_is_held() {
         };
         c.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap();
         let r = run(&ctx, task).await;
-        assert_eq!((r.outcome, r.stopped), (Outcome::Skipped, "locked"), "{task}: {r:?}");
+        assert_eq!((r.outcome, r.stopped), (Outcome::Skipped, Stopped::Locked), "{task}: {r:?}");
         c.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap();
         let r = run(&ctx, task).await;
         assert_eq!(r.outcome, Outcome::Success, "{task}: {r:?}");
@@ -791,7 +791,7 @@ async fn a_second_run_of_a_task_is_skipped_while_the_first_holds_its_lock() {
         }
         let second = run(&ctx2, task).await;
         assert_eq!(second.outcome, Outcome::Skipped, "{task}: {second:?}");
-        assert_eq!(second.stopped, "locked");
+        assert_eq!(second.stopped, Stopped::Locked);
         assert_eq!(ctx2.metrics.task_runs.with_label_values(&[task.name(), "skipped"]).get(), 1);
         tx.commit().await.unwrap();
         let r = first.await.unwrap().unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use housekeep::seed::{seed, SeedOptions};
 use housekeep::store::Stores;
-use housekeep::tasks::{self, Outcome, RunOptions, Task};
+use housekeep::tasks::{self, Outcome, RunOptions, Stopped, Task};
 
 use crate::common::{housekeep, stdout, Backend, TestDb, TestStore};
 use crate::fixtures::faulty::slow_queue;
@@ -100,7 +100,7 @@ async fn a_panicking_run_fails_and_releases_its_lock() {
     // The batch committed before its rows were read back, so the second run finds nothing left;
     // what matters is that it runs instead of being skipped.
     let r = fixtures::run(&ctx, Task::Expire).await;
-    assert_eq!((r.outcome, r.stopped), (Outcome::Success, "done"), "{r:?}");
+    assert_eq!((r.outcome, r.stopped), (Outcome::Success, Stopped::Done), "{r:?}");
     assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 0);
 }
 
