@@ -431,7 +431,11 @@ macro_rules! move_to_queue_sql {
             $batch,
             "),
             del AS (
-              DELETE FROM p_ci_job_artifacts a USING batch b WHERE a.id = b.id AND a.partition_id = b.partition_id
+              DELETE FROM p_ci_job_artifacts a USING batch b
+              WHERE a.id = b.id AND a.partition_id = b.partition_id
+                -- The ids as an array too: the planner then probes each partition's primary key
+                -- instead of choosing a hash join over whole partitions for some batches.
+                AND a.id = ANY(ARRAY(SELECT id FROM batch))
               RETURNING a.id, a.project_id, a.job_id, a.file_type, COALESCE(a.size, 0) AS size, a.file_store::smallint AS file_store, a.expire_at,
                         housekeep.artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, a.file_final_path, a.file_location) AS store_dir,
                         housekeep.artifact_file(a.file, a.file_final_path) AS file
