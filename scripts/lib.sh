@@ -56,6 +56,11 @@ make_tls_cert() {
 
 # start_postgres DATADIR PORT [TLSDIR]: initialise DATADIR if needed and start a server on
 # 127.0.0.1:PORT; with TLSDIR (from make_tls_cert) it also accepts TLS.
+# The server is tuned for throwaway data (fsync, synchronous_commit and full_page_writes off,
+# shared_buffers 256MB). With PG_STOCK=1 it runs with the defaults a Debian cluster has instead
+# (fsync, synchronous_commit and full_page_writes on, shared_buffers 128MB, max_connections
+# 100), for benchmarks that must pay what a production server pays. PG_OPTS adds server
+# options to either (e.g. "-c shared_preload_libraries=pg_stat_statements").
 start_postgres() {
   local dir=$1 port=$2 tls=${3:-} bin opts
   bin=$(pg_bindir)
@@ -66,8 +71,14 @@ start_postgres() {
     as_pg "$bin/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$dir.initdb.log" 2>&1 \
       || { cat "$dir.initdb.log" >&2; return 1; }
   fi
-  opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB \
-        -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_locks_per_transaction=256"
+  if [ "${PG_STOCK:-0}" = 1 ]; then
+    opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=128MB \
+          -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+  else
+    opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB \
+          -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_locks_per_transaction=256"
+  fi
+  [ -z "${PG_OPTS:-}" ] || opts="$opts $PG_OPTS"
   if [ -n "$tls" ]; then
     opts="$opts -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
   fi
