@@ -2,6 +2,8 @@
 # Benchmarks of list-orphans (docs/BENCHMARKS.md): throughput against a bare listing of the same
 # store, and peak memory at two sizes. Starts its own PostgreSQL and moto; cleans up at the end.
 #   scripts/bench-orphans.sh [LOCAL_OBJECTS [S3_OBJECTS]]     (defaults 1000000 200000; 0 skips S3)
+#   HK_BIN=/path/to/housekeep scripts/bench-orphans.sh          that binary instead of building one
+#   PG_STOCK=1 scripts/bench-orphans.sh                         PostgreSQL with Debian's defaults
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -11,25 +13,41 @@ S3_N=${2:-200000}
 ensure_packages --python
 command -v /usr/bin/time >/dev/null || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq time >/dev/null; }
 ensure_moto
-cargo build --release --quiet
-HK="$ROOT/target/release/housekeep"
+if [ -n "${HK_BIN:-}" ]; then
+  HK=$HK_BIN
+else
+  cargo build --release --quiet
+  HK="$ROOT/target/release/housekeep"
+fi
 
 start_servers /var/tmp/housekeep-bench bench
 export HOUSEKEEP_LOG=warn
 PSQL=("$(pg_bindir)/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres)
 
-# setup DB N: a database with N @final keys (1,000 projects), half of them referenced by rows;
+# setup DB N: a database with N @final keys (1,000 projects), half of them referenced by archive
+# rows of their own jobs (five jobs a pipeline, pipelines over partitions 100, 101 and 102);
 # writes the key list to $WORK/keys-N.txt.
 setup_db() {
   local db=$1 n=$2
   "${PSQL[@]}" -d postgres -c "CREATE DATABASE $db"
   HOUSEKEEP_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$db" "$HK" migrate >/dev/null
-  "${PSQL[@]}" -d "$db" <<SQL
+  "${PSQL[@]}" -v ON_ERROR_STOP=1 -d "$db" <<SQL
 CREATE TABLE bench_keys AS
-  SELECT i, housekeep_project_dir(i % 1000 + 1) || '/@final/' || substr(u, 1, 2) || '/' || substr(u, 3, 2) || '/' || substr(u, 5) AS k
+  SELECT i, i % 1000 + 1 AS project_id,
+         housekeep.project_dir(i % 1000 + 1) || '/@final/' || substr(u, 1, 2) || '/' || substr(u, 3, 2) || '/' || substr(u, 5) AS k
   FROM (SELECT i, encode(sha256(('upload-' || i)::bytea), 'hex') AS u FROM generate_series(1, $n) i) s;
-INSERT INTO ci_job_artifacts (project_id, job_id, file_type, file_store, file, file_final_path, size)
-  SELECT i % 1000 + 1, i, 1, 2, 'artifacts.zip', k, 16 FROM bench_keys WHERE i % 2 = 0;
+INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at)
+  SELECT p, 'project-' || p, 'project-' || p, 1 + p % 100, now(), now() FROM generate_series(1, 1000) p;
+INSERT INTO p_ci_pipelines (partition_id, project_id, ref, status, locked, created_at, updated_at)
+  SELECT 100 + k % 3, 1 + k % 1000, 'main', 'success', 0, now(), now() FROM generate_series(1, ($n / 2 + 4) / 5) k ORDER BY k;
+INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, type, status, created_at, updated_at)
+  SELECT p.partition_id, p.project_id, p.id, 'job-' || s, 'Ci::Build', 'success', now(), now()
+  FROM p_ci_pipelines p CROSS JOIN generate_series(1, 5) s ORDER BY p.id, s;
+INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_store, file, file_final_path, size,
+                                created_at, updated_at)
+  SELECT b.partition_id, k.project_id, b.id, 1, 2, 'artifacts.zip', k.k, 16, now(), now()
+  FROM (SELECT row_number() OVER (ORDER BY i) AS j, project_id, k FROM bench_keys WHERE i % 2 = 0) k
+  JOIN (SELECT row_number() OVER (ORDER BY id) AS j, id, partition_id FROM p_ci_builds) b USING (j);
 VACUUM ANALYZE;
 \copy (SELECT k FROM bench_keys ORDER BY i) TO '$WORK/keys-$db.txt'
 SQL
