@@ -26,6 +26,9 @@ pub struct Status {
     pub ready_objects: Bucket,
     pub pending_uploads: i64,
     pub stale_uploads: i64,
+    /// The age at which a pending upload counts as stale.
+    #[serde(skip)]
+    pub stale_after: std::time::Duration,
     pub locked_pipelines: i64,
     pub unlock_requests: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,7 +64,9 @@ LEFT JOIN (
   FROM p_ci_job_artifacts) a ON a.n = s.n
 GROUP BY s.n, s.label ORDER BY s.n";
 
-pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) -> Result<Status> {
+/// The summary; `stale_after` is the age at which a pending upload is stale (the stale-uploads
+/// task's `max_age`).
+pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>, stale_after: std::time::Duration) -> Result<Status> {
     crate::db::require_schema(client).await?;
     let artifacts = client
         .query(ARTIFACT_STATES, &[])
@@ -81,10 +86,10 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
     let p = client
         .query_one(
             "SELECT (SELECT count(*) FROM housekeep.pending_direct_uploads) AS pending_uploads,
-                    (SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - interval '3 hours') AS stale_uploads,
+                    (SELECT count(*) FROM housekeep.pending_direct_uploads WHERE created_at < now() - make_interval(secs => $1)) AS stale_uploads,
                     (SELECT count(*) FROM p_ci_pipelines WHERE locked = 1) AS locked_pipelines,
                     (SELECT count(*) FROM housekeep.unlock_requests) AS unlock_requests",
-            &[],
+            &[&stale_after.as_secs_f64()],
         )
         .await?;
     let store = match stores {
@@ -97,6 +102,7 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>) ->
         ready_objects: Bucket { label: "ready to delete now".into(), count: q.get("ready"), bytes: q.get("ready_bytes") },
         pending_uploads: p.get("pending_uploads"),
         stale_uploads: p.get("stale_uploads"),
+        stale_after,
         locked_pipelines: p.get("locked_pipelines"),
         unlock_requests: p.get("unlock_requests"),
         store,
@@ -188,7 +194,7 @@ impl Status {
         s.push_str(&format!(
             "PIPELINES\n  {:<42} {:>8}\n  {:<42} {:>8}\nDIRECT UPLOADS\n  {:<42} {:>8}\n  {:<42} {:>8}\n",
             "locked (keeping artifacts)", self.locked_pipelines, "queued for unlock", self.unlock_requests,
-            "pending", self.pending_uploads, "stale (older than 3h)", self.stale_uploads
+            "pending", self.pending_uploads, &format!("stale (older than {})", humantime::format_duration(self.stale_after)), self.stale_uploads
         ));
         if let Some(st) = &self.store {
             s.push_str(&format!(

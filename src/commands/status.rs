@@ -26,7 +26,8 @@ pub struct StatusArgs {
 pub async fn run(a: StatusArgs, config: &Config) -> Result<()> {
     let stores = if a.scan_store { Some(Stores::open(config)?) } else { None };
     let client = super::connect(config).await?;
-    let s = crate::status::status(&client, stores.as_ref()).await?;
+    let stale_after = config.tasks.stale_uploads.max_age.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(3 * 3600));
+    let s = crate::status::status(&client, stores.as_ref(), stale_after).await?;
     match a.format {
         Format::Table => print!("{}", s.to_table()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&s).map_err(Error::other)?),

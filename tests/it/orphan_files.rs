@@ -67,7 +67,7 @@ async fn removes_only_orphan_artifact_directories() {
     // What is left: every row's object, pipeline artifacts, @final objects, pending uploads.
     let o = cmd(&[]);
     assert!(stdout(&o).contains("found 0 orphan"), "{}", stdout(&o));
-    let st = housekeep::status::status(&c, Some(&stores)).await.unwrap().store.unwrap();
+    let st = housekeep::status::status(&c, Some(&stores), std::time::Duration::from_secs(3 * 3600)).await.unwrap().store.unwrap();
     assert_eq!(st.objects as usize, before - would, "exactly the orphan directories went");
     let pipelines = walkdir_count(&root, "pipelines");
     assert!(pipelines > 0, "pipeline artifacts are still there");

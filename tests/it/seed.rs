@@ -101,7 +101,7 @@ async fn objects_match_rows(backend: Backend) {
     let opts = SeedOptions { artifacts: 600, projects: 4, orphans: 12, ..SeedOptions::default() };
     let r = seed(&mut c, Some(&stores(&t)), &opts).await.unwrap();
     assert!(r.objects_written > 600);
-    let st = housekeep::status::status(&c, Some(&stores(&t))).await.unwrap();
+    let st = housekeep::status::status(&c, Some(&stores(&t)), std::time::Duration::from_secs(3 * 3600)).await.unwrap();
     let scan = st.store.unwrap();
     // Two in three planted orphans are @final objects; pending uploads and queued files are not orphans.
     assert_eq!(scan.orphan_final_objects, (0..12).filter(|i| i % 3 != 2).count() as i64);
