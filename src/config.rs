@@ -129,8 +129,9 @@ impl Default for Tasks {
         Tasks {
             unlock: TaskConfig::new("* * * * *", 1000, 10 * 60),
             unknown: TaskConfig { max_rows: 10_000, ..TaskConfig::new("*/7 * * * *", 1000, 5 * 60) },
-            // 5,000 rows a batch: within 0.8 of one set-based statement, still short transactions.
-            expire: TaskConfig::new("*/7 * * * *", 5000, 5 * 60),
+            // 10,000 rows a batch: within 0.9 of one set-based statement on a stock PostgreSQL
+            // (docs/BENCHMARKS.md), transactions of well under a second.
+            expire: TaskConfig::new("*/7 * * * *", 10_000, 5 * 60),
             delete_objects: TaskConfig {
                 lease: Some(HumanDuration::secs(10 * 60)),
                 max_age: Some(HumanDuration::secs(86_400)),

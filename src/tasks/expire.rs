@@ -4,12 +4,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{move_to_queue_sql, MovedAudit, Run};
+use super::{move_to_queue_sql, MoveSql, MovedAudit, Run};
 use crate::error::Result;
 
 /// GitLab's predicate (`DestroyAllExpiredService`), served by its partial index on `expire_at`.
 /// Rows with no file at all are deleted without queueing anything.
-const EXPIRE_BATCH: &str = move_to_queue_sql!(
+const EXPIRE_BATCH: MoveSql = move_to_queue_sql!(
     "SELECT id, partition_id FROM p_ci_job_artifacts
      WHERE expire_at < $1 AND locked = 0 AND file_type <> 3
      LIMIT $2 FOR UPDATE SKIP LOCKED"
@@ -28,9 +28,9 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
         }
         return Ok(());
     }
-    let stmt = client.prepare(EXPIRE_BATCH).await?;
     let limit = run.batch_size();
     let mut audit = MovedAudit::new(run, "expired", "expire_at passed, unlocked");
+    let stmt = client.prepare(audit.statement(&EXPIRE_BATCH)).await?;
     while run.keep_going() {
         let rows = match client.query(&stmt, &[&start, &limit]).await {
             Ok(rows) => rows,

@@ -423,9 +423,16 @@ fn hostname() -> String {
 /// delete the rows, queue their objects with `pick_up_at` = expire_at clamped to [now − 1 day,
 /// now + 1 hour] (a row with no file at all queues nothing), keep each object's size in
 /// housekeep's state, and decrement the project totals additively (`storage_size` too, as GitLab's
-/// counter flush does) — and return what was moved.
+/// counter flush does) — and return what was moved: every row, for the audit records, or only
+/// the count and bytes when audit records are off (the rows then never leave the server).
 macro_rules! move_to_queue_sql {
     ($batch:literal) => {
+        $crate::tasks::MoveSql {
+            rows: move_to_queue_sql!(@ $batch, "SELECT id, project_id, job_id, file_type, size, store_dir || '/' || file AS key FROM del"),
+            totals: move_to_queue_sql!(@ $batch, "SELECT count(*) AS moved, COALESCE(sum(size), 0)::bigint AS moved_bytes FROM del"),
+        }
+    };
+    (@ $batch:literal, $select:literal) => {
         concat!(
             "WITH batch AS (",
             $batch,
@@ -463,17 +470,28 @@ macro_rules! move_to_queue_sql {
               WHERE s.project_id = d.project_id
               RETURNING 1
             )
-            SELECT id, project_id, job_id, file_type, size, store_dir || '/' || file AS key FROM del"
+            ",
+            $select
         )
     };
 }
 pub(crate) use move_to_queue_sql;
+
+/// The two forms of one move statement (see [`move_to_queue_sql!`]).
+pub(crate) struct MoveSql {
+    /// Returns every moved row (`id, project_id, job_id, file_type, size, key`).
+    pub rows: &'static str,
+    /// Returns one row: `moved, moved_bytes`.
+    pub totals: &'static str,
+}
 
 /// Audit records of the artifact rows a move statement returned, one batch behind: a batch's
 /// records are formatted and written on a blocking thread while the next batch runs in the
 /// database. `finish` waits for the last batch; a run calls it before it reports.
 pub(crate) struct MovedAudit {
     audit: Audit,
+    /// Whether audit records are written at all (`housekeep::audit` not filtered out).
+    enabled: bool,
     action: &'static str,
     reason: &'static str,
     behind: Option<tokio::task::JoinHandle<()>>,
@@ -481,12 +499,26 @@ pub(crate) struct MovedAudit {
 
 impl MovedAudit {
     pub(crate) fn new(run: &Run<'_>, action: &'static str, reason: &'static str) -> MovedAudit {
-        MovedAudit { audit: run.audit.clone(), action, reason, behind: None }
+        let enabled = tracing::enabled!(target: "housekeep::audit", tracing::Level::INFO);
+        MovedAudit { audit: run.audit.clone(), enabled, action, reason, behind: None }
+    }
+
+    /// The form of a move statement this run needs: the rows when they are audited, else totals.
+    pub(crate) fn statement(&self, sql: &MoveSql) -> &'static str {
+        if self.enabled {
+            sql.rows
+        } else {
+            sql.totals
+        }
     }
 
     /// Count a batch's rows and bytes now and audit them in the background; returns (rows, bytes).
-    /// Fails when the previous batch's records could not be written.
+    /// `rows` is what the statement chosen by [`MovedAudit::statement`] returned. Fails when the
+    /// previous batch's records could not be written.
     pub(crate) async fn push(&mut self, rows: Vec<tokio_postgres::Row>) -> Result<(i64, i64)> {
+        if !self.enabled {
+            return Ok(rows.first().map_or((0, 0), |r| (r.get("moved"), r.get("moved_bytes"))));
+        }
         let counts = (rows.len() as i64, rows.iter().map(|r| r.get::<_, i64>("size")).sum());
         self.finish().await?;
         if !rows.is_empty() {

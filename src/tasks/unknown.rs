@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{move_to_queue_sql, MovedAudit, Run};
+use super::{move_to_queue_sql, MoveSql, MovedAudit, Run};
 use crate::error::Result;
 
 const PICK_ROWS: &str = "SELECT id, partition_id FROM p_ci_job_artifacts
@@ -32,7 +32,7 @@ const LOCK_ROWS: &str = concat!(
 );
 
 /// Pipelines only ever move from locked to unlocked, so "not locked now" stays true.
-const DESTROY_ROWS: &str = move_to_queue_sql!(
+const DESTROY_ROWS: MoveSql = move_to_queue_sql!(
     "SELECT a.id, a.partition_id FROM p_ci_job_artifacts a
      JOIN unnest($2::bigint[], $3::bigint[]) AS t(id, partition_id) ON a.id = t.id AND a.partition_id = t.partition_id
      WHERE a.expire_at < $1 AND a.locked = 2
@@ -70,7 +70,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
             break;
         }
         let limit = run.batch_size().min(max_rows - done);
-        let (locked, removed_rows) = match batch(&mut client, start, limit).await {
+        let (locked, removed_rows) = match batch(&mut client, audit.statement(&DESTROY_ROWS), start, limit).await {
             Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) => {
@@ -101,6 +101,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
 /// transaction).
 async fn batch(
     client: &mut deadpool_postgres::Object,
+    destroy: &str,
     start: DateTime<Utc>,
     limit: i64,
 ) -> Result<Option<(i64, Vec<tokio_postgres::Row>)>> {
@@ -113,7 +114,7 @@ async fn batch(
     let ids: Vec<i64> = picked.iter().map(|r| r.get("id")).collect();
     let partitions: Vec<i64> = picked.iter().map(|r| r.get("partition_id")).collect();
     let locked = tx.query(LOCK_ROWS, &[&start, &ids, &partitions]).await?.len() as i64;
-    let removed_rows = tx.query(DESTROY_ROWS, &[&start, &ids, &partitions]).await?;
+    let removed_rows = tx.query(destroy, &[&start, &ids, &partitions]).await?;
     tx.commit().await?;
     Ok(Some((locked, removed_rows)))
 }
