@@ -2,6 +2,18 @@
 //! through `tracing` under the target `housekeep::audit`, so they land in the same JSON stream
 //! as the logs (journald, Kubernetes) and can be filtered by target.
 
+/// The artifact row an audit record is about.
+#[derive(Debug, Clone, Copy)]
+pub struct ArtifactRecord<'a> {
+    pub artifact_id: i64,
+    pub project_id: i64,
+    pub job_id: i64,
+    pub file_type: i32,
+    /// Its object's key in the store ("" for a row with no file).
+    pub key: &'a str,
+    pub size: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Audit {
     run_id: i64,
@@ -15,19 +27,18 @@ impl Audit {
     }
 
     /// An artifact row destroyed (moved to the deletion queue) or changed.
-    #[allow(clippy::too_many_arguments)]
-    pub fn artifact(&self, action: &str, artifact_id: i64, project_id: i64, job_id: i64, file_type: i32, key: &str, size: i64, reason: &str) {
+    pub fn artifact(&self, action: &str, a: &ArtifactRecord<'_>, reason: &str) {
         tracing::info!(
             target: "housekeep::audit",
             run_id = self.run_id,
             task = self.task,
             action,
-            artifact_id,
-            project_id,
-            job_id,
-            file_type,
-            key,
-            size,
+            artifact_id = a.artifact_id,
+            project_id = a.project_id,
+            job_id = a.job_id,
+            file_type = a.file_type,
+            key = a.key,
+            size = a.size,
             reason,
         );
     }

@@ -16,14 +16,12 @@ use toml::{Table, Value};
 
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
+use crate::registry::{Limit, Task};
 use crate::schedule::Schedule;
 
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
 const ENV_NOT_KEYS: &[&str] = &[ENV_CONFIG, "HOUSEKEEP_LOG"];
-/// The tasks that change GitLab's own artifact rows, and so need `gitlab_tasks` on a live GitLab
-/// database.
-pub const GITLAB_TASKS: &[&str] = &["unlock", "unknown", "expire"];
 /// Keys without a default (absent from a serialized default configuration).
 const OPTIONAL_KEYS: &[&str] = &["database_url", "store_url", "local_store_url"];
 
@@ -64,16 +62,45 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Tasks {
-    pub unlock: TaskConfig,
-    pub unknown: TaskConfig,
-    pub expire: TaskConfig,
-    #[serde(rename = "delete-objects")]
-    pub delete_objects: TaskConfig,
-    #[serde(rename = "stale-uploads")]
-    pub stale_uploads: TaskConfig,
+/// `tasks.<name>`: the configuration of every task of the registry ([`Task`]), in its order.
+/// Indexed by task: `config.tasks[Task::Expire].batch_size`.
+#[derive(Debug, Clone)]
+pub struct Tasks(BTreeMap<Task, TaskConfig>);
+
+impl std::ops::Index<Task> for Tasks {
+    type Output = TaskConfig;
+    fn index(&self, task: Task) -> &TaskConfig {
+        &self.0[&task]
+    }
+}
+
+impl std::ops::IndexMut<Task> for Tasks {
+    fn index_mut(&mut self, task: Task) -> &mut TaskConfig {
+        self.0.entry(task).or_insert_with(|| TaskConfig::default_for(task))
+    }
+}
+
+impl Serialize for Tasks {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(t, c)| (t.name(), c)))
+    }
+}
+
+/// A table per task name; an unknown name is refused as an unknown key, a task left out keeps
+/// its defaults.
+impl<'de> Deserialize<'de> for Tasks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let given = BTreeMap::<String, TaskConfig>::deserialize(d)?;
+        let mut tasks = Tasks::default();
+        for (name, c) in given {
+            let task = Task::from_name(&name).ok_or_else(|| {
+                let names: Vec<String> = Task::ALL.iter().map(|t| format!("`{t}`")).collect();
+                serde::de::Error::custom(format!("unknown field `{name}`, expected one of {}", names.join(", ")))
+            })?;
+            tasks.0.insert(task, c);
+        }
+        Ok(tasks)
+    }
 }
 
 /// What every task has: whether it runs, when, in which batch size and for how long at most.
@@ -122,26 +149,33 @@ impl TaskConfig {
             max_age: None,
         }
     }
+
+    /// The defaults of `task`, from the registry.
+    pub fn default_for(task: Task) -> Self {
+        let spec = task.spec();
+        let limit = |l: Limit| task.limit_default(l);
+        TaskConfig {
+            max_rows: limit(Limit::MaxRows).map_or(0, |n| n as i64),
+            lease: limit(Limit::Lease).map(HumanDuration::secs),
+            max_age: limit(Limit::MaxAge).map(HumanDuration::secs),
+            ..TaskConfig::new(spec.schedule, spec.batch_size, spec.time_budget_secs)
+        }
+    }
+
+    /// A limit the task reads, as set or defaulted: `lease` and `max_age`.
+    pub fn duration_limit(&self, task: Task, limit: Limit) -> std::time::Duration {
+        let set = match limit {
+            Limit::Lease => self.lease,
+            Limit::MaxAge => self.max_age,
+            Limit::MaxRows => None,
+        };
+        set.map(|d| d.0).unwrap_or_else(|| std::time::Duration::from_secs(task.limit_default(limit).unwrap_or(0)))
+    }
 }
 
 impl Default for Tasks {
     fn default() -> Self {
-        Tasks {
-            unlock: TaskConfig::new("* * * * *", 1000, 10 * 60),
-            unknown: TaskConfig { max_rows: 10_000, ..TaskConfig::new("*/7 * * * *", 1000, 5 * 60) },
-            // 10,000 rows a batch: within 0.9 of one set-based statement on a stock PostgreSQL
-            // (docs/BENCHMARKS.md), transactions of well under a second.
-            expire: TaskConfig::new("*/7 * * * *", 10_000, 5 * 60),
-            delete_objects: TaskConfig {
-                lease: Some(HumanDuration::secs(10 * 60)),
-                max_age: Some(HumanDuration::secs(86_400)),
-                ..TaskConfig::new("16 * * * *", 1000, 50 * 60)
-            },
-            stale_uploads: TaskConfig {
-                max_age: Some(HumanDuration::secs(3 * 3600)),
-                ..TaskConfig::new("*/6 * * * *", 1000, 250)
-            },
-        }
+        Tasks(Task::ALL.into_iter().map(|t| (t, TaskConfig::default_for(t))).collect())
     }
 }
 
@@ -318,10 +352,11 @@ fn known_keys() -> BTreeMap<String, Value> {
         collect_leaves(&t, "", &mut out);
     }
     // Optional task limits do not serialize where unset, so they are added for every task.
-    for task in ["unlock", "unknown", "expire", "delete-objects", "stale-uploads"] {
-        out.entry(format!("tasks.{task}.max_rows")).or_insert(Value::Integer(0));
-        out.entry(format!("tasks.{task}.lease")).or_insert(Value::String(String::new()));
-        out.entry(format!("tasks.{task}.max_age")).or_insert(Value::String(String::new()));
+    for task in Task::ALL {
+        for limit in Limit::ALL {
+            let sample = if limit == Limit::MaxRows { Value::Integer(0) } else { Value::String(String::new()) };
+            out.entry(format!("tasks.{task}.{}", limit.key())).or_insert(sample);
+        }
     }
     for k in OPTIONAL_KEYS {
         out.insert((*k).to_string(), Value::String(String::new()));
@@ -423,44 +458,38 @@ fn validate(l: &Loaded) -> Result<()> {
     within("store_concurrency", i64::try_from(c.store_concurrency).unwrap_or(i64::MAX), STORE_CONCURRENCY)?;
     positive("db_connect_timeout", c.db_connect_timeout)?;
     for t in &c.gitlab_tasks {
-        if !GITLAB_TASKS.contains(&t.as_str()) {
-            return Err(err(
-                "gitlab_tasks",
-                format!("{t:?} is not a task that changes GitLab's rows; name any of {}", GITLAB_TASKS.join(", ")),
-            ));
+        if !Task::changing_gitlab_rows().any(|g| g.name() == t) {
+            let names: Vec<&str> = Task::changing_gitlab_rows().map(Task::name).collect();
+            return Err(err("gitlab_tasks", format!("{t:?} is not a task that changes GitLab's rows; name any of {}", names.join(", "))));
         }
     }
-    for (name, t) in c.tasks.iter() {
+    for (task, t) in c.tasks.iter() {
+        let name = task.name();
         let key = |k: &str| format!("tasks.{name}.{k}");
         t.schedule.parse::<Schedule>().map_err(|m| err(&key("schedule"), m))?;
         within(&key("batch_size"), t.batch_size, BATCH_SIZE)?;
         positive(&key("time_budget"), t.time_budget)?;
         // A limit set on a task that does not read it would be silently ignored.
-        let applies = |k: &str| TASK_LIMITS.iter().any(|(l, tasks)| *l == k && tasks.contains(&name));
-        let not_here = |k: &str| {
-            let tasks = TASK_LIMITS.iter().filter(|(l, _)| *l == k).flat_map(|(_, t)| t.iter());
-            let tasks: Vec<String> = tasks.map(|t| format!("tasks.{t}")).collect();
-            err(&key(k), format!("applies only to {}", tasks.join(" and ")))
+        let applies = |l: Limit| task.limit_default(l).is_some();
+        let not_here = |l: Limit| {
+            let tasks: Vec<String> = Task::ALL.into_iter().filter(|t| t.limit_default(l).is_some()).map(|t| format!("tasks.{t}")).collect();
+            err(&key(l.key()), format!("applies only to {}", tasks.join(" and ")))
         };
-        if applies("max_rows") {
+        if applies(Limit::MaxRows) {
             within(&key("max_rows"), t.max_rows, MAX_ROWS)?;
         } else if t.max_rows != 0 {
-            return Err(not_here("max_rows"));
+            return Err(not_here(Limit::MaxRows));
         }
-        for (k, v) in [("lease", t.lease), ("max_age", t.max_age)] {
+        for (l, v) in [(Limit::Lease, t.lease), (Limit::MaxAge, t.max_age)] {
             match v {
-                Some(d) if applies(k) => positive(&key(k), d)?,
-                Some(_) => return Err(not_here(k)),
+                Some(d) if applies(l) => positive(&key(l.key()), d)?,
+                Some(_) => return Err(not_here(l)),
                 None => {}
             }
         }
     }
     Ok(())
 }
-
-/// The task-specific limits and the tasks that read them.
-const TASK_LIMITS: &[(&str, &[&str])] =
-    &[("max_rows", &["unknown"]), ("lease", &["delete-objects"]), ("max_age", &["delete-objects", "stale-uploads"])];
 
 /// Bounds of the counts, inclusive.
 pub const DB_POOL_SIZE: (i64, i64) = (1, 1_000);
@@ -469,15 +498,9 @@ pub const BATCH_SIZE: (i64, i64) = (1, 100_000);
 pub const MAX_ROWS: (i64, i64) = (1, 1_000_000_000);
 
 impl Tasks {
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &TaskConfig)> {
-        [
-            ("unlock", &self.unlock),
-            ("unknown", &self.unknown),
-            ("expire", &self.expire),
-            ("delete-objects", &self.delete_objects),
-            ("stale-uploads", &self.stale_uploads),
-        ]
-        .into_iter()
+    /// Every task with its configuration, in the registry's order.
+    pub fn iter(&self) -> impl Iterator<Item = (Task, &TaskConfig)> {
+        self.0.iter().map(|(t, c)| (*t, c))
     }
 }
 
@@ -528,11 +551,11 @@ mod tests {
         let l = load_from(Some(&path), &e, &flags).unwrap();
         assert_eq!(l.config.listen, "127.0.0.1:3");
         assert_eq!(l.config.store_concurrency, 9);
-        assert_eq!(l.config.tasks.expire.batch_size, 7);
-        assert_eq!(l.config.tasks.expire.schedule, "*/7 * * * *");
-        assert_eq!(l.config.tasks.unknown.schedule, "0 * * * *");
-        assert_eq!(l.config.tasks.unknown.max_rows, 10_000);
-        assert_eq!(l.config.tasks.unlock.schedule, "* * * * *");
+        assert_eq!(l.config.tasks[Task::Expire].batch_size, 7);
+        assert_eq!(l.config.tasks[Task::Expire].schedule, "*/7 * * * *");
+        assert_eq!(l.config.tasks[Task::Unknown].schedule, "0 * * * *");
+        assert_eq!(l.config.tasks[Task::Unknown].max_rows, 10_000);
+        assert_eq!(l.config.tasks[Task::Unlock].schedule, "* * * * *");
         assert_eq!(l.source_of("store_concurrency"), Source::Env("HOUSEKEEP_STORE_CONCURRENCY".into()));
     }
 
@@ -585,11 +608,11 @@ mod tests {
     fn defaults_are_valid_and_match_the_spec() {
         let l = load_from(None, &[], &[]).unwrap();
         let t = &l.config.tasks;
-        assert_eq!(t.unlock.schedule, "* * * * *");
-        assert_eq!(t.unknown.schedule, "*/7 * * * *");
-        assert_eq!(t.expire.schedule, "*/7 * * * *");
-        assert_eq!(t.delete_objects.schedule, "16 * * * *");
-        assert_eq!(t.stale_uploads.schedule, "*/6 * * * *");
+        assert_eq!(t[Task::Unlock].schedule, "* * * * *");
+        assert_eq!(t[Task::Unknown].schedule, "*/7 * * * *");
+        assert_eq!(t[Task::Expire].schedule, "*/7 * * * *");
+        assert_eq!(t[Task::DeleteObjects].schedule, "16 * * * *");
+        assert_eq!(t[Task::StaleUploads].schedule, "*/6 * * * *");
         assert_eq!(l.config.listen, "127.0.0.1:9718");
         assert_eq!(l.config.store_concurrency, 20);
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod orphans;
+pub mod registry;
 pub mod schedule;
 pub mod seed;
 pub mod status;

@@ -99,10 +99,10 @@ struct ObjectToWrite {
 /// The next free id of a table whose ids seed chooses itself.
 async fn next_id(client: &tokio_postgres::Client, table: Table) -> Result<i64> {
     let sql = match table {
-        Table::Projects => "SELECT COALESCE(max(id), 0) + 1 FROM projects",
-        Table::CiRefs => "SELECT COALESCE(max(id), 0) + 1 FROM ci_refs",
+        Table::Projects => "SELECT COALESCE(max(id), 0) + 1 AS next FROM projects",
+        Table::CiRefs => "SELECT COALESCE(max(id), 0) + 1 AS next FROM ci_refs",
     };
-    Ok(client.query_one(sql, &[]).await?.get(0))
+    Ok(client.query_one(sql, &[]).await?.get("next"))
 }
 
 /// Tables whose ids seed chooses (the partitioned ones get theirs from GitLab's id triggers).
@@ -114,8 +114,8 @@ enum Table {
 
 /// The next value a sequence hands out.
 async fn next_from_sequence(client: &tokio_postgres::Client, seq: &str) -> Result<i64> {
-    let row = client.query_one("SELECT COALESCE(pg_sequence_last_value($1::text::regclass), 0) + 1", &[&seq]).await?;
-    Ok(row.get(0))
+    let row = client.query_one("SELECT COALESCE(pg_sequence_last_value($1::text::regclass), 0) + 1 AS next", &[&seq]).await?;
+    Ok(row.get("next"))
 }
 
 /// After `n` rows were inserted through an id trigger: they must have got `first..first + n`.

@@ -157,7 +157,7 @@ async fn scan(client: &tokio_postgres::Client, stores: &Stores) -> Result<StoreS
             )
             .await?;
         let Some(row) = rows.last() else { break };
-        last = row.get(0);
+        last = row.get("id");
         for r in &rows {
             let key: String = r.get("key");
             let fs: i16 = r.get("file_store");

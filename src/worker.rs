@@ -64,7 +64,7 @@ async fn run_each_once(ctx: &Context, steps: &mut Vec<Step>) -> Result<()> {
     let mut partial = false;
     let mode = crate::db::migrate::mode(&**ctx.pool.get().await?).await?;
     for task in Task::ALL {
-        if !task.config(&ctx.config).enabled {
+        if !ctx.config.tasks[task].enabled {
             continue;
         }
         if let Err(e) = tasks::permitted(&ctx.config, mode, task) {
@@ -140,7 +140,7 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
     let mode = crate::db::migrate::mode(&**ctx.pool.get().await?).await?;
     let schedules: Vec<(Task, Schedule)> = Task::ALL
         .into_iter()
-        .filter(|t| t.config(&ctx.config).enabled)
+        .filter(|t| ctx.config.tasks[*t].enabled)
         .filter(|t| match tasks::permitted(&ctx.config, mode, *t) {
             Ok(()) => true,
             Err(e) => {
@@ -149,7 +149,7 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
             }
         })
         .map(|t| {
-            let s = t.config(&ctx.config).schedule.parse::<Schedule>().map_err(Error::config)?;
+            let s = ctx.config.tasks[t].schedule.parse::<Schedule>().map_err(Error::config)?;
             Ok((t, s))
         })
         .collect::<Result<_>>()?;

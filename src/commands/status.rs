@@ -4,6 +4,7 @@
 use clap::{Args, ValueEnum};
 
 use crate::config::Config;
+use crate::registry::{Limit, Task};
 use crate::error::{Error, Result};
 use crate::store::Stores;
 
@@ -26,7 +27,7 @@ pub struct StatusArgs {
 pub async fn run(a: StatusArgs, config: &Config) -> Result<()> {
     let stores = if a.scan_store { Some(Stores::open(config)?) } else { None };
     let client = super::connect(config).await?;
-    let stale_after = config.tasks.stale_uploads.max_age.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(3 * 3600));
+    let stale_after = config.tasks[Task::StaleUploads].duration_limit(Task::StaleUploads, Limit::MaxAge);
     let s = crate::status::status(&client, stores.as_ref(), stale_after).await?;
     match a.format {
         Format::Table => print!("{}", s.to_table()),

@@ -158,7 +158,7 @@ pub async fn orphan_files(
         }
         let ids: Vec<i64> = batch.iter().map(|f| f.artifact_id).collect();
         let known: std::collections::HashSet<i64> =
-            client.query("SELECT id FROM p_ci_job_artifacts WHERE id = ANY($1)", &[&ids]).await?.iter().map(|r| r.get(0)).collect();
+            client.query("SELECT id FROM p_ci_job_artifacts WHERE id = ANY($1)", &[&ids]).await?.iter().map(|r| r.get("id")).collect();
         for f in batch.drain(..) {
             summary.artifact_dirs += 1;
             if known.contains(&f.artifact_id) {

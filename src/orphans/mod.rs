@@ -21,12 +21,12 @@ pub async fn unreferenced(client: &tokio_postgres::Client, keys: &[&str]) -> Res
     let (dirs, files): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| crate::store::layout::split_dir_file(k)).unzip();
     let rows = client
         .query(
-            "SELECT x.k FROM unnest($1::text[], $2::text[], $3::text[]) AS x(k, d, f)
+            "SELECT x.k AS key FROM unnest($1::text[], $2::text[], $3::text[]) AS x(k, d, f)
              WHERE NOT EXISTS (SELECT 1 FROM p_ci_job_artifacts a WHERE a.file_final_path = x.k)
                AND NOT EXISTS (SELECT 1 FROM housekeep.pending_direct_uploads u WHERE u.object_key = x.k)
                AND NOT EXISTS (SELECT 1 FROM ci_deleted_objects o WHERE o.file = x.f AND o.store_dir = x.d)",
             &[&keys, &dirs, &files],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| r.get("key")).collect())
 }

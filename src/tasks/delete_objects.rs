@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Outcome, Run};
+use serde::Serialize;
+
+use super::report::{add_fields, TaskStats};
+use super::{BatchTask, Next, Run, Step, Stopped};
 use crate::error::Result;
-use crate::metrics::age_bucket;
+use crate::metrics::{age_bucket, Metrics};
+use crate::registry::Limit;
 use crate::store::layout;
 
 /// Claim ready rows: lease them (`pick_up_at = now + lease`, GitLab's protocol) and mark the
@@ -124,82 +128,215 @@ struct Outcomes {
     failed: Vec<(i64, String)>,
 }
 
-pub async fn run(run: &mut Run<'_>) -> Result<()> {
-    let client = run.ctx.pool.get().await?;
-    if run.dry_run {
-        let r = client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE o.pick_up_at < now()) AS would_delete,
-                        COALESCE(sum(s.size) FILTER (WHERE o.pick_up_at < now()), 0)::bigint AS would_delete_bytes,
-                        count(*) AS queued
-                 FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id",
-                &[],
-            )
-            .await?;
-        for key in ["would_delete", "would_delete_bytes", "queued"] {
-            run.report.add(key, r.get(key));
-        }
-        return Ok(());
-    }
-    let lease = run.cfg.lease.map(|d| d.0).unwrap_or(Duration::from_secs(600));
-    let max_backoff = run.cfg.max_age.map(|d| d.0).unwrap_or(Duration::from_secs(86_400));
-    let (lease_s, max_s) = (lease.as_secs_f64(), max_backoff.as_secs_f64());
-    let concurrency = run.ctx.config.store_concurrency;
-    let limit = run.batch_size();
-    let swept = client.execute(SWEEP_STATE, &[]).await?;
-    if swept > 0 {
-        tracing::debug!(swept, "state of queue rows removed by another worker swept");
-    }
-    let claim = client.prepare(CLAIM).await?;
-    let ctx = run.ctx;
-    // Rows that failed in this run are not retried before their back-off ends; this only guards
-    // against a zero back-off configuration spinning.
-    let mut failed_here: HashSet<i64> = HashSet::new();
-    // The database work of one batch overlaps the store calls of the one before: while batch N's
-    // objects are being deleted, the rows of batch N-1 are written and batch N+1 is claimed and
-    // checked. Claims still commit before their store calls; a crash leaves at most two batches
-    // leased, and they come back when their leases end. A batch whose claim is older than half
-    // the lease when its turn comes renews its leases first, so a row is never sent on a lease
-    // another worker may already hold.
-    let mut pending = Outcomes::default();
-    let mut next = if run.keep_going() { Some(prepare(&client, &claim, limit, lease_s, &[]).await?) } else { None };
+/// Queued rows ready now (`pick_up_at < now()`).
+macro_rules! ready {
+    () => {
+        "o.pick_up_at < now()"
+    };
+}
 
-    while let Some(Batch { mut rows, referenced, claimed }) = next.take() {
-        // A batch claimed while the last one was in flight is given back if shutdown or the end
-        // of the time budget came meanwhile.
-        if rows.is_empty() || rows.iter().all(|r| failed_here.contains(&r.id)) || !run.keep_going() {
-            give_back(&client, &rows).await?;
-            break;
+const PLAN: &str = concat!(
+    "SELECT count(*) FILTER (WHERE ",
+    ready!(),
+    ") AS would_delete,
+            COALESCE(sum(s.size) FILTER (WHERE ",
+    ready!(),
+    "), 0)::bigint AS would_delete_bytes, count(*) AS queued
+     FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id"
+);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeleteObjectsStats {
+    /// Objects deleted (or already gone), their queue rows removed.
+    pub deleted: i64,
+    pub deleted_bytes: i64,
+    /// Deletions that failed; retried after their back-off.
+    pub failed: i64,
+    /// Queue rows dropped without touching their object, which an artifact row references.
+    pub kept_referenced: i64,
+}
+
+impl TaskStats for DeleteObjectsStats {
+    add_fields!(deleted, deleted_bytes, failed, kept_referenced);
+    fn record(&self, m: &Metrics) {
+        m.delete_errors.inc_by(self.failed as u64);
+    }
+    fn items(&self) -> u64 {
+        (self.deleted + self.failed + self.kept_referenced) as u64
+    }
+    fn failed(&self) -> i64 {
+        self.failed
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeleteObjectsPlan {
+    pub would_delete: i64,
+    pub would_delete_bytes: i64,
+    pub queued: i64,
+}
+
+/// A run. The database work of one batch overlaps the store calls of the one before: while batch
+/// N's objects are being deleted, the rows of batch N-1 are written and batch N+1 is claimed and
+/// checked. Claims still commit before their store calls; a crash leaves at most two batches
+/// leased, and they come back when their leases end. A batch whose claim is older than half the
+/// lease when its turn comes renews its leases first, so a row is never sent on a lease another
+/// worker may already hold.
+pub struct DeleteObjects {
+    client: deadpool_postgres::Object,
+    claim: tokio_postgres::Statement,
+    lease: Duration,
+    lease_s: f64,
+    max_s: f64,
+    /// The batch claimed and checked, whose objects the next step deletes.
+    next: Option<Batch>,
+    /// Whether the first batch was claimed.
+    primed: bool,
+    /// Outcomes of the last batch sent, written while the next one is in flight.
+    pending: Outcomes,
+    /// Rows that failed in this run are not retried before their back-off ends; this only guards
+    /// against a zero back-off configuration spinning.
+    failed_here: HashSet<i64>,
+}
+
+impl BatchTask for DeleteObjects {
+    type Stats = DeleteObjectsStats;
+    type Plan = DeleteObjectsPlan;
+
+    async fn open(run: &Run<'_>) -> Result<Self> {
+        let client = run.ctx.pool.get().await?;
+        let lease = run.cfg.duration_limit(run.task, Limit::Lease);
+        let max_backoff = run.cfg.duration_limit(run.task, Limit::MaxAge);
+        let claim = client.prepare(CLAIM).await?;
+        Ok(DeleteObjects {
+            client,
+            claim,
+            lease,
+            lease_s: lease.as_secs_f64(),
+            max_s: max_backoff.as_secs_f64(),
+            next: None,
+            primed: false,
+            pending: Outcomes::default(),
+            failed_here: HashSet::new(),
+        })
+    }
+
+    async fn plan(&mut self, _run: &Run<'_>) -> Result<DeleteObjectsPlan> {
+        let r = self.client.query_one(PLAN, &[]).await?;
+        Ok(DeleteObjectsPlan { would_delete: r.get("would_delete"), would_delete_bytes: r.get("would_delete_bytes"), queued: r.get("queued") })
+    }
+
+    async fn step(&mut self, run: &Run<'_>) -> Result<Step<DeleteObjectsStats>> {
+        if !self.primed {
+            self.primed = true;
+            let swept = self.client.execute(SWEEP_STATE, &[]).await?;
+            if swept > 0 {
+                tracing::debug!(swept, "state of queue rows removed by another worker swept");
+            }
+            self.next = Some(self.prepare(run, &[]).await?);
+        }
+        let Some(mut batch) = self.next.take() else { return Ok(Step::done(DeleteObjectsStats::default())) };
+        if batch.rows.is_empty() || batch.rows.iter().all(|r| self.failed_here.contains(&r.id)) {
+            give_back(&self.client, &batch.rows).await?;
+            return Ok(Step::done(DeleteObjectsStats::default()));
         }
         // It was claimed a whole store batch ago: if half its lease is gone, renew the leases
         // still ours and leave the rows another worker took meanwhile to it.
-        if claimed.elapsed() > lease / 2 {
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let ours: Vec<DateTime<Utc>> = rows.iter().map(|r| r.leased_until).collect();
-            let kept: HashMap<i64, DateTime<Utc>> =
-                client.query(RENEW, &[&ids, &ours, &lease_s]).await?.iter().map(|r| (r.get("id"), r.get("pick_up_at"))).collect();
-            rows.retain_mut(|r| match kept.get(&r.id) {
-                Some(t) => {
-                    r.leased_until = *t;
-                    true
-                }
-                None => false,
-            });
-            if rows.is_empty() {
-                next = Some(prepare(&client, &claim, limit, lease_s, &[]).await?);
-                continue;
+        if batch.claimed.elapsed() > self.lease / 2 {
+            self.renew(&mut batch).await?;
+            if batch.rows.is_empty() {
+                self.next = Some(self.prepare(run, &[]).await?);
+                return Ok(Step::more(DeleteObjectsStats::default()));
             }
         }
+        self.send(run, batch).await
+    }
+
+    /// Write the last outcomes; a batch claimed but not sent (shutdown, the budget spent) gets
+    /// its leases back.
+    async fn close(&mut self, _run: &Run<'_>) -> Result<DeleteObjectsStats> {
+        if let Some(b) = self.next.take() {
+            give_back(&self.client, &b.rows).await?;
+        }
+        record(&self.client, &std::mem::take(&mut self.pending), self.lease_s, self.max_s).await?;
+        Ok(DeleteObjectsStats::default())
+    }
+}
+
+impl DeleteObjects {
+    /// Renew the leases of a batch about to be sent, keeping only the rows still ours.
+    async fn renew(&self, batch: &mut Batch) -> Result<()> {
+        let ids: Vec<i64> = batch.rows.iter().map(|r| r.id).collect();
+        let ours: Vec<DateTime<Utc>> = batch.rows.iter().map(|r| r.leased_until).collect();
+        let kept: HashMap<i64, DateTime<Utc>> =
+            self.client.query(RENEW, &[&ids, &ours, &self.lease_s]).await?.iter().map(|r| (r.get("id"), r.get("pick_up_at"))).collect();
+        batch.rows.retain_mut(|r| match kept.get(&r.id) {
+            Some(t) => {
+                r.leased_until = *t;
+                true
+            }
+            None => false,
+        });
+        Ok(())
+    }
+
+    /// Delete a batch's objects (one bulk delete per store) while the previous batch's outcomes
+    /// are written and the next batch is claimed.
+    async fn send(&mut self, run: &Run<'_>, batch: Batch) -> Result<Step<DeleteObjectsStats>> {
+        let mut stats = DeleteObjectsStats::default();
         let mut outcomes = Outcomes::default();
+        let by_store = self.sort(run, &batch, &mut outcomes, &mut stats);
+        let more = run.stop_reason().is_none();
+        let in_flight: Vec<i64> = batch.rows.iter().map(|r| r.id).collect();
+        let previous = std::mem::take(&mut self.pending);
+        let database = async {
+            record(&self.client, &previous, self.lease_s, self.max_s).await?;
+            if more {
+                self.prepare(run, &in_flight).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (sent, following) = tokio::join!(delete_groups(run, &by_store), database);
+
+        let mut not_sent: Vec<&Claimed> = Vec::new();
+        for ((_, group), sent) in by_store.iter().zip(sent) {
+            match sent {
+                Some((keys, results)) => tally(run, group, &keys, results, &mut outcomes, &mut stats),
+                None => not_sent.extend(group),
+            }
+        }
+        for (id, err) in &outcomes.failed {
+            tracing::warn!(object_id = id, error = %err, "delete failed; will retry after back-off");
+            self.failed_here.insert(*id);
+        }
+        self.pending = outcomes;
+        // On a database error this batch's outcomes are not written: its rows come back when their
+        // leases end, and "not found" then counts as deleted.
+        let following = following?;
+        give_back(&self.client, &not_sent).await?;
+        if !not_sent.is_empty() {
+            if let Some(b) = following {
+                give_back(&self.client, &b.rows).await?;
+            }
+            return Ok(Step { stats, next: Next::Stop(Stopped::Shutdown) });
+        }
+        self.next = following;
+        Ok(Step::more(stats))
+    }
+
+    /// Split a batch: rows a live artifact row references are dropped from the queue without
+    /// touching their object, rows with an invalid key fail, the others are grouped by store.
+    fn sort<'b>(&self, run: &Run<'_>, batch: &'b Batch, outcomes: &mut Outcomes, stats: &mut DeleteObjectsStats) -> Vec<(i16, Vec<&'b Claimed>)> {
         let mut by_store: Vec<(i16, Vec<&Claimed>)> = Vec::new();
-        let mut kept = 0;
-        for r in &rows {
-            if referenced.contains(&r.id) {
+        for r in &batch.rows {
+            if batch.referenced.contains(&r.id) {
                 run.audit.object("kept", Some(r.id), &r.key, r.size, "still referenced by an artifact row; queue row dropped");
                 outcomes.done.push(r.id);
-                kept += 1;
+                stats.kept_referenced += 1;
             } else if let Err(e) = layout::check_segments(&r.key) {
                 outcomes.failed.push((r.id, format!("refusing to delete \"{}\": {e}", r.key)));
+                stats.failed += 1;
             } else {
                 match by_store.iter_mut().find(|(fs, _)| *fs == r.file_store) {
                     Some((_, v)) => v.push(r),
@@ -207,120 +344,84 @@ pub async fn run(run: &mut Run<'_>) -> Result<()> {
                 }
             }
         }
-        run.report.add("kept_referenced", kept);
-
-        let more = run.keep_going();
-        let in_flight: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let previous = std::mem::take(&mut pending);
-        // One bulk delete per store; a store group not yet started when shutdown comes is not sent.
-        let deletes = async {
-            let mut sent = Vec::new();
-            for (fs, group) in &by_store {
-                if ctx.cancel.is_cancelled() {
-                    sent.push(None);
-                    continue;
-                }
-                let store = ctx.stores.for_file_store(*fs);
-                let keys: Vec<String> = group.iter().map(|r| store.full_key(&r.key)).collect();
-                let results = store.delete_many(&keys, concurrency).await;
-                sent.push(Some((keys, results)));
-            }
-            sent
-        };
-        let database = async {
-            record(&client, &previous, lease_s, max_s).await?;
-            if more {
-                prepare(&client, &claim, limit, lease_s, &in_flight).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let (sent, following) = tokio::join!(deletes, database);
-
-        let mut not_sent: Vec<&Claimed> = Vec::new();
-        for ((_, group), sent) in by_store.iter().zip(sent) {
-            let Some((keys, results)) = sent else {
-                not_sent.extend(group);
-                continue;
-            };
-            for ((r, key), res) in group.iter().zip(&keys).zip(results) {
-                match res {
-                    Ok(()) => {
-                        let age = (Utc::now() - r.created_at).num_seconds();
-                        let bucket = age_bucket(age);
-                        ctx.metrics.objects_deleted.with_label_values(&[bucket]).inc();
-                        ctx.metrics.objects_deleted_bytes.with_label_values(&[bucket]).inc_by(r.size.unwrap_or(0).max(0) as u64);
-                        run.audit.object("deleted", Some(r.id), key, r.size, "queued for deletion");
-                        run.report.add("deleted", 1);
-                        run.report.add("deleted_bytes", r.size.unwrap_or(0));
-                        outcomes.done.push(r.id);
-                    }
-                    Err(e) => outcomes.failed.push((r.id, truncate(&e.to_string(), 1000))),
-                }
-            }
-        }
-        if !outcomes.failed.is_empty() {
-            for (id, err) in &outcomes.failed {
-                tracing::warn!(object_id = id, error = %err, "delete failed; will retry after back-off");
-                failed_here.insert(*id);
-            }
-            run.report.add("failed", outcomes.failed.len() as i64);
-            ctx.metrics.delete_errors.inc_by(outcomes.failed.len() as u64);
-            run.report.outcome = Outcome::Partial;
-        }
-        if let Some(p) = &run.progress {
-            p.inc(rows.len() as u64);
-        }
-        pending = outcomes;
-        // On a database error this batch's outcomes are not written: its rows come back when their
-        // leases end, and "not found" then counts as deleted.
-        let following = following?;
-        give_back(&client, &not_sent).await?;
-        if !not_sent.is_empty() {
-            if let Some(b) = following {
-                give_back(&client, &b.rows).await?;
-            }
-            break;
-        }
-        next = following;
+        by_store
     }
-    record(&client, &pending, lease_s, max_s).await?;
-    if ctx.cancel.is_cancelled() {
-        run.report.outcome = Outcome::Interrupted;
+
+    /// Claim the next batch (leaving out the rows of the batch in flight) and find which of its
+    /// rows a live artifact row still references.
+    async fn prepare(&self, run: &Run<'_>, in_flight: &[i64]) -> Result<Batch> {
+        let claimed = Instant::now();
+        let rows: Vec<Claimed> = self
+            .client
+            .query(&self.claim, &[&run.batch_size(), &self.lease_s, &in_flight])
+            .await?
+            .iter()
+            .map(|r| Claimed {
+                id: r.get("id"),
+                file_store: r.get("file_store"),
+                key: format!("{}/{}", r.get::<_, String>("store_dir"), r.get::<_, String>("file")),
+                size: r.get("size"),
+                created_at: r.get("created_at"),
+                old_pick_up_at: r.get("old_pick_up_at"),
+                leased_until: r.get("leased_until"),
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(Batch { rows, referenced: HashSet::new(), claimed });
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let referenced = self.client.query(REFERENCED, &[&ids]).await?.iter().map(|r| r.get("id")).collect();
+        Ok(Batch { rows, referenced, claimed })
     }
-    Ok(())
 }
 
-/// Claim the next batch (leaving out the rows of the batch in flight) and find which of its rows
-/// a live artifact row still references.
-async fn prepare(
-    client: &tokio_postgres::Client,
-    claim: &tokio_postgres::Statement,
-    limit: i64,
-    lease_s: f64,
-    in_flight: &[i64],
-) -> Result<Batch> {
-    let claimed = Instant::now();
-    let rows: Vec<Claimed> = client
-        .query(claim, &[&limit, &lease_s, &in_flight])
-        .await?
-        .iter()
-        .map(|r| Claimed {
-            id: r.get("id"),
-            file_store: r.get("file_store"),
-            key: format!("{}/{}", r.get::<_, String>("store_dir"), r.get::<_, String>("file")),
-            size: r.get("size"),
-            created_at: r.get("created_at"),
-            old_pick_up_at: r.get("old_pick_up_at"),
-            leased_until: r.get("leased_until"),
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(Batch { rows, referenced: HashSet::new(), claimed });
+/// The keys sent to each store and their results; None for a store group not started because
+/// shutdown came.
+type Sent = Vec<Option<(Vec<String>, Vec<Result<()>>)>>;
+
+/// One bulk delete per store; a store group not yet started when shutdown comes is not sent.
+async fn delete_groups(run: &Run<'_>, by_store: &[(i16, Vec<&Claimed>)]) -> Sent {
+    let mut sent = Vec::new();
+    for (fs, group) in by_store {
+        if run.ctx.cancel.is_cancelled() {
+            sent.push(None);
+            continue;
+        }
+        let store = run.ctx.stores.for_file_store(*fs);
+        let keys: Vec<String> = group.iter().map(|r| store.full_key(&r.key)).collect();
+        let results = store.delete_many(&keys, run.ctx.config.store_concurrency).await;
+        sent.push(Some((keys, results)));
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let referenced = client.query(REFERENCED, &[&ids]).await?.iter().map(|r| r.get(0)).collect();
-    Ok(Batch { rows, referenced, claimed })
+    sent
+}
+
+/// Count a store group's results: deletions (metrics by age, audit) and failures.
+fn tally(
+    run: &Run<'_>,
+    group: &[&Claimed],
+    keys: &[String],
+    results: Vec<Result<()>>,
+    outcomes: &mut Outcomes,
+    stats: &mut DeleteObjectsStats,
+) {
+    let m = &run.ctx.metrics;
+    for ((r, key), res) in group.iter().zip(keys).zip(results) {
+        match res {
+            Ok(()) => {
+                let bucket = age_bucket((Utc::now() - r.created_at).num_seconds());
+                m.objects_deleted.with_label_values(&[bucket]).inc();
+                m.objects_deleted_bytes.with_label_values(&[bucket]).inc_by(r.size.unwrap_or(0).max(0) as u64);
+                run.audit.object("deleted", Some(r.id), key, r.size, "queued for deletion");
+                stats.deleted += 1;
+                stats.deleted_bytes += r.size.unwrap_or(0);
+                outcomes.done.push(r.id);
+            }
+            Err(e) => {
+                outcomes.failed.push((r.id, truncate(&e.to_string(), 1000)));
+                stats.failed += 1;
+            }
+        }
+    }
 }
 
 /// Write a batch's outcomes: remove the rows that are done, back off the ones that failed.
@@ -396,7 +497,7 @@ pub async fn queue_now(client: &tokio_postgres::Client) -> Result<QueueNow> {
 /// returns how many rows were made ready.
 pub async fn make_ready(client: &mut tokio_postgres::Client, standalone: bool) -> Result<u64> {
     let tx = client.transaction().await?;
-    let ids: Vec<i64> = tx.query(LOCK_FUTURE, &[]).await?.iter().map(|r| r.get(0)).collect();
+    let ids: Vec<i64> = tx.query(LOCK_FUTURE, &[]).await?.iter().map(|r| r.get("id")).collect();
     let n = tx.execute(MAKE_READY, &[&ids, &standalone]).await?;
     tx.commit().await?;
     Ok(n)

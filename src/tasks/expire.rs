@@ -1,52 +1,86 @@
 //! `expire`: rows with `expire_at` before the run's start, `locked = 0`, not traces, move to the
 //! deletion queue — row deleted, object queued (none for a row with no file), project totals
-//! decremented — one transaction per batch. The start time is fixed for the run, so rows expiring meanwhile wait for the next one.
+//! decremented — one transaction per batch. The start time is fixed for the run, so rows
+//! expiring meanwhile wait for the next one.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
-use super::{move_to_queue_sql, MoveSql, MovedAudit, Run};
+use super::moved::{move_to_queue_sql, MovedAudit};
+use super::report::{add_fields, TaskStats};
+use super::{BatchTask, MoveSql, Run, Step};
 use crate::error::Result;
+use crate::metrics::Metrics;
 
 /// GitLab's predicate (`DestroyAllExpiredService`), served by its partial index on `expire_at`.
+macro_rules! expired_rows {
+    () => {
+        "FROM p_ci_job_artifacts WHERE expire_at < $1 AND locked = 0 AND file_type <> 3"
+    };
+}
+
 /// Rows with no file at all are deleted without queueing anything.
-const EXPIRE_BATCH: MoveSql = move_to_queue_sql!(
-    "SELECT id, partition_id FROM p_ci_job_artifacts
-     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3
-     LIMIT $2 FOR UPDATE SKIP LOCKED"
-);
+const EXPIRE_BATCH: MoveSql = move_to_queue_sql!(concat!("SELECT id, partition_id ", expired_rows!(), " LIMIT $2 FOR UPDATE SKIP LOCKED"));
 
-const EXPIRE_COUNT: &str = "SELECT count(*) AS would_expire, COALESCE(sum(size), 0)::bigint AS would_expire_bytes FROM p_ci_job_artifacts
-     WHERE expire_at < $1 AND locked = 0 AND file_type <> 3";
+const PLAN: &str =
+    concat!("SELECT count(*) AS would_expire, COALESCE(sum(size), 0)::bigint AS would_expire_bytes ", expired_rows!());
 
-pub async fn run(run: &mut Run<'_>) -> Result<()> {
-    let client = run.ctx.pool.get().await?;
-    let start: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
-    if run.dry_run {
-        let r = client.query_one(EXPIRE_COUNT, &[&start]).await?;
-        for key in ["would_expire", "would_expire_bytes"] {
-            run.report.add(key, r.get(key));
-        }
-        return Ok(());
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExpireStats {
+    /// Rows moved to the deletion queue (or deleted, for rows with no file).
+    pub expired: i64,
+    pub expired_bytes: i64,
+}
+
+impl TaskStats for ExpireStats {
+    add_fields!(expired, expired_bytes);
+    fn record(&self, m: &Metrics) {
+        m.artifacts_expired.inc_by(self.expired as u64);
+        m.artifacts_expired_bytes.inc_by(self.expired_bytes.max(0) as u64);
     }
-    let limit = run.batch_size();
-    let mut audit = MovedAudit::new(run, "expired", "expire_at passed, unlocked");
-    let stmt = client.prepare(audit.statement(&EXPIRE_BATCH)).await?;
-    while run.keep_going() {
-        let rows = match client.query(&stmt, &[&start, &limit]).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                let _ = audit.finish().await;
-                return Err(e.into());
-            }
-        };
-        let (n, bytes) = audit.push(rows).await?;
-        run.report.add("expired", n);
-        run.report.add("expired_bytes", bytes);
-        run.ctx.metrics.artifacts_expired.inc_by(n as u64);
-        run.ctx.metrics.artifacts_expired_bytes.inc_by(bytes.max(0) as u64);
-        if n == 0 {
-            break;
-        }
+    fn items(&self) -> u64 {
+        self.expired as u64
     }
-    audit.finish().await
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExpirePlan {
+    pub would_expire: i64,
+    pub would_expire_bytes: i64,
+}
+
+pub struct Expire {
+    client: deadpool_postgres::Object,
+    /// The run's start: rows expiring later wait for the next run.
+    start: DateTime<Utc>,
+    audit: MovedAudit,
+}
+
+impl BatchTask for Expire {
+    type Stats = ExpireStats;
+    type Plan = ExpirePlan;
+
+    async fn open(run: &Run<'_>) -> Result<Self> {
+        let client = run.ctx.pool.get().await?;
+        let start = client.query_one("SELECT now() AS start", &[]).await?.get("start");
+        Ok(Expire { client, start, audit: MovedAudit::new(run, "expired", "expire_at passed, unlocked") })
+    }
+
+    async fn plan(&mut self, _run: &Run<'_>) -> Result<ExpirePlan> {
+        let r = self.client.query_one(PLAN, &[&self.start]).await?;
+        Ok(ExpirePlan { would_expire: r.get("would_expire"), would_expire_bytes: r.get("would_expire_bytes") })
+    }
+
+    async fn step(&mut self, run: &Run<'_>) -> Result<Step<ExpireStats>> {
+        let stmt = self.audit.statement(&EXPIRE_BATCH);
+        let rows = self.client.query(stmt, &[&self.start, &run.batch_size()]).await?;
+        let (expired, expired_bytes) = self.audit.push(rows).await?;
+        let stats = ExpireStats { expired, expired_bytes };
+        Ok(if expired == 0 { Step::done(stats) } else { Step::more(stats) })
+    }
+
+    async fn close(&mut self, _run: &Run<'_>) -> Result<ExpireStats> {
+        self.audit.finish().await?;
+        Ok(ExpireStats::default())
+    }
 }

@@ -7,13 +7,22 @@
 //! batch is one transaction.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
-use super::{move_to_queue_sql, MoveSql, MovedAudit, Run};
+use super::moved::{move_to_queue_sql, MovedAudit};
+use super::report::{add_fields, TaskStats};
+use super::{BatchTask, MoveSql, Next, Run, Step, Stopped};
 use crate::error::Result;
+use crate::metrics::Metrics;
 
-const PICK_ROWS: &str = "SELECT id, partition_id FROM p_ci_job_artifacts
-       WHERE expire_at < $1 AND locked = 2
-       ORDER BY expire_at LIMIT $2 FOR UPDATE SKIP LOCKED";
+/// Expired rows of unknown lock status, oldest first.
+macro_rules! unknown_rows {
+    () => {
+        "FROM p_ci_job_artifacts WHERE expire_at < $1 AND locked = 2 ORDER BY expire_at LIMIT $2"
+    };
+}
+
+const PICK_ROWS: &str = concat!("SELECT id, partition_id ", unknown_rows!(), " FOR UPDATE SKIP LOCKED");
 
 /// Whether the job's pipeline is locked (builds and pipelines joined within their partition).
 macro_rules! pipeline_locked {
@@ -32,89 +41,103 @@ const LOCK_ROWS: &str = concat!(
 );
 
 /// Pipelines only ever move from locked to unlocked, so "not locked now" stays true.
-const DESTROY_ROWS: MoveSql = move_to_queue_sql!(
+const DESTROY_ROWS: MoveSql = move_to_queue_sql!(concat!(
     "SELECT a.id, a.partition_id FROM p_ci_job_artifacts a
      JOIN unnest($2::bigint[], $3::bigint[]) AS t(id, partition_id) ON a.id = t.id AND a.partition_id = t.partition_id
-     WHERE a.expire_at < $1 AND a.locked = 2
-       AND NOT EXISTS (SELECT 1 FROM p_ci_builds b JOIN p_ci_pipelines p ON p.id = b.commit_id AND p.partition_id = b.partition_id
-                       WHERE b.id = a.job_id AND b.partition_id = a.partition_id AND p.locked = 1)
-     FOR UPDATE OF a"
-);
+     WHERE a.expire_at < $1 AND a.locked = 2 AND NOT ",
+    pipeline_locked!(),
+    " FOR UPDATE OF a"
+));
 
-const DRY_RUN: &str = concat!(
+const PLAN: &str = concat!(
     "SELECT count(*) FILTER (WHERE locked_pipeline) AS would_lock, count(*) FILTER (WHERE NOT locked_pipeline) AS would_remove,
             COALESCE(sum(size) FILTER (WHERE NOT locked_pipeline), 0)::bigint AS would_remove_bytes
      FROM (SELECT a.size, ",
     pipeline_locked!(),
-    " AS locked_pipeline
-           FROM (SELECT id, partition_id, job_id, size FROM p_ci_job_artifacts
-                 WHERE expire_at < $1 AND locked = 2 ORDER BY expire_at LIMIT $2) a) x"
+    " AS locked_pipeline FROM (SELECT id, partition_id, job_id, size ",
+    unknown_rows!(),
+    ") a) x"
 );
 
-pub async fn run(run: &mut Run<'_>) -> Result<()> {
-    let mut client = run.ctx.pool.get().await?;
-    let start: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
-    let max_rows = if run.cfg.max_rows > 0 { run.cfg.max_rows } else { i64::MAX };
-    if run.dry_run {
-        let r = client.query_one(DRY_RUN, &[&start, &max_rows]).await?;
-        for key in ["would_lock", "would_remove", "would_remove_bytes"] {
-            run.report.add(key, r.get(key));
-        }
-        return Ok(());
-    }
-    let mut done = 0i64;
-    let mut audit = MovedAudit::new(run, "removed", "unknown lock, pipeline not locked");
-    while run.keep_going() {
-        if done >= max_rows {
-            run.report.stopped = super::Stopped::MaxRows;
-            break;
-        }
-        let limit = run.batch_size().min(max_rows - done);
-        let (locked, removed_rows) = match batch(&mut client, audit.statement(&DESTROY_ROWS), start, limit).await {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(e) => {
-                let _ = audit.finish().await;
-                return Err(e);
-            }
-        };
-        let (removed, bytes) = audit.push(removed_rows).await?;
-        run.report.add("locked", locked);
-        run.report.add("removed", removed);
-        run.report.add("removed_bytes", bytes);
-        let m = &run.ctx.metrics;
-        m.unknown_locked.inc_by(locked as u64);
-        m.unknown_removed.inc_by(removed as u64);
-        m.unknown_removed_bytes.inc_by(bytes.max(0) as u64);
-        let progressed = locked + removed;
-        done += progressed;
-        if progressed == 0 {
-            // Every row of these jobs is held by another transaction; try again next run.
-            break;
-        }
-    }
-    audit.finish().await
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnknownStats {
+    /// Rows of locked pipelines, now `locked = 1`.
+    pub locked: i64,
+    /// Rows of unlocked (or gone) pipelines, moved to the deletion queue.
+    pub removed: i64,
+    pub removed_bytes: i64,
 }
 
-/// One batch in one transaction: pick the oldest unknown rows, lock or remove them. Returns
-/// (rows locked, rows removed), or `None` when no row is left (or every one is held by another
-/// transaction).
-async fn batch(
-    client: &mut deadpool_postgres::Object,
-    destroy: &str,
-    start: DateTime<Utc>,
-    limit: i64,
-) -> Result<Option<(i64, Vec<tokio_postgres::Row>)>> {
-    let tx = client.transaction().await?;
-    let picked = tx.query(PICK_ROWS, &[&start, &limit]).await?;
-    if picked.is_empty() {
-        tx.commit().await?;
-        return Ok(None);
+impl TaskStats for UnknownStats {
+    add_fields!(locked, removed, removed_bytes);
+    fn record(&self, m: &Metrics) {
+        m.unknown_locked.inc_by(self.locked as u64);
+        m.unknown_removed.inc_by(self.removed as u64);
+        m.unknown_removed_bytes.inc_by(self.removed_bytes.max(0) as u64);
     }
-    let ids: Vec<i64> = picked.iter().map(|r| r.get("id")).collect();
-    let partitions: Vec<i64> = picked.iter().map(|r| r.get("partition_id")).collect();
-    let locked = tx.query(LOCK_ROWS, &[&start, &ids, &partitions]).await?.len() as i64;
-    let removed_rows = tx.query(destroy, &[&start, &ids, &partitions]).await?;
-    tx.commit().await?;
-    Ok(Some((locked, removed_rows)))
+    fn items(&self) -> u64 {
+        (self.locked + self.removed) as u64
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnknownPlan {
+    pub would_lock: i64,
+    pub would_remove: i64,
+    pub would_remove_bytes: i64,
+}
+
+pub struct Unknown {
+    client: deadpool_postgres::Object,
+    start: DateTime<Utc>,
+    /// Rows still allowed in this run (`max_rows`).
+    left: i64,
+    audit: MovedAudit,
+}
+
+impl BatchTask for Unknown {
+    type Stats = UnknownStats;
+    type Plan = UnknownPlan;
+
+    async fn open(run: &Run<'_>) -> Result<Self> {
+        let client = run.ctx.pool.get().await?;
+        let start = client.query_one("SELECT now() AS start", &[]).await?.get("start");
+        let left = if run.cfg.max_rows > 0 { run.cfg.max_rows } else { i64::MAX };
+        Ok(Unknown { client, start, left, audit: MovedAudit::new(run, "removed", "unknown lock, pipeline not locked") })
+    }
+
+    async fn plan(&mut self, _run: &Run<'_>) -> Result<UnknownPlan> {
+        let r = self.client.query_one(PLAN, &[&self.start, &self.left]).await?;
+        Ok(UnknownPlan { would_lock: r.get("would_lock"), would_remove: r.get("would_remove"), would_remove_bytes: r.get("would_remove_bytes") })
+    }
+
+    /// One batch in one transaction: pick the oldest unknown rows, lock or remove them.
+    async fn step(&mut self, run: &Run<'_>) -> Result<Step<UnknownStats>> {
+        if self.left <= 0 {
+            return Ok(Step { stats: UnknownStats::default(), next: Next::Stop(Stopped::MaxRows) });
+        }
+        let limit = run.batch_size().min(self.left);
+        let destroy = self.audit.statement(&DESTROY_ROWS);
+        let tx = self.client.transaction().await?;
+        let picked = tx.query(PICK_ROWS, &[&self.start, &limit]).await?;
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(Step::done(UnknownStats::default()));
+        }
+        let ids: Vec<i64> = picked.iter().map(|r| r.get("id")).collect();
+        let partitions: Vec<i64> = picked.iter().map(|r| r.get("partition_id")).collect();
+        let locked = tx.query(LOCK_ROWS, &[&self.start, &ids, &partitions]).await?.len() as i64;
+        let removed_rows = tx.query(destroy, &[&self.start, &ids, &partitions]).await?;
+        tx.commit().await?;
+        let (removed, removed_bytes) = self.audit.push(removed_rows).await?;
+        self.left -= locked + removed;
+        let stats = UnknownStats { locked, removed, removed_bytes };
+        // No progress: every row of these jobs is held by another transaction; the next run tries again.
+        Ok(if locked + removed == 0 { Step::done(stats) } else { Step::more(stats) })
+    }
+
+    async fn close(&mut self, _run: &Run<'_>) -> Result<UnknownStats> {
+        self.audit.finish().await?;
+        Ok(UnknownStats::default())
+    }
 }

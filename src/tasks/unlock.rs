@@ -10,8 +10,12 @@
 //! artifacts, the pipelines' `locked = 0` and the request's removal last: an interrupted drain
 //! resumes where it stopped.
 
-use super::Run;
+use serde::Serialize;
+
+use super::report::{add_fields, TaskStats};
+use super::{BatchTask, Run, Step};
 use crate::error::Result;
+use crate::metrics::Metrics;
 
 /// Statuses that end a pipeline (GitLab's trigger for unlocking older ones). Sources that are not
 /// "CI sources" in GitLab (webide 9, parent_pipeline 12, on-demand DAST 13 and 14, security
@@ -91,95 +95,157 @@ const DEQUEUE: &str = "DELETE FROM housekeep.unlock_requests WHERE pipeline_id =
 /// Pipelines drained together; their artifacts are unlocked `batch_size` rows at a time.
 const PIPELINES_PER_DRAIN: i64 = 50;
 
-pub async fn run(run: &mut Run<'_>) -> Result<()> {
-    let mut client = run.ctx.pool.get().await?;
-    if run.dry_run {
-        let candidates = client.query(CANDIDATES, &[]).await?;
-        let queued = client.query("SELECT pipeline_id AS id, partition_id FROM housekeep.unlock_requests", &[]).await?;
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnlockStats {
+    /// Pipelines enqueued for unlocking.
+    pub enqueued: i64,
+    /// Queued pipelines that were unlocked already (or gone): only dequeued.
+    pub already_unlocked: i64,
+    pub artifacts_unlocked: i64,
+    pub pipelines_unlocked: i64,
+}
+
+impl TaskStats for UnlockStats {
+    add_fields!(enqueued, already_unlocked, artifacts_unlocked, pipelines_unlocked);
+    fn record(&self, m: &Metrics) {
+        m.pipelines_enqueued.inc_by(self.enqueued as u64);
+        m.artifacts_unlocked.inc_by(self.artifacts_unlocked as u64);
+        m.pipelines_unlocked.inc_by(self.pipelines_unlocked as u64);
+    }
+    fn items(&self) -> u64 {
+        self.artifacts_unlocked as u64
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnlockPlan {
+    pub would_enqueue: i64,
+    pub already_queued: i64,
+    pub would_unlock_artifacts: i64,
+}
+
+const PLAN_ARTIFACTS: &str = "
+SELECT count(*) AS artifacts FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
+JOIN p_ci_pipelines p ON p.id = q.id AND p.partition_id = q.partition_id AND p.locked = 1
+JOIN p_ci_builds b ON b.commit_id = q.id AND b.partition_id = q.partition_id
+JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id
+WHERE a.locked <> 0";
+
+/// Queued pipelines being drained together.
+struct Group {
+    ids: Vec<i64>,
+    partitions: Vec<i64>,
+}
+
+/// A run: enqueue once, then drain the queue a group of pipelines at a time, each group's
+/// artifacts `batch_size` rows a step, and the group's pipelines in one last step.
+pub struct Unlock {
+    client: deadpool_postgres::Object,
+    enqueued: bool,
+    group: Option<Group>,
+    unlock_artifacts: Option<tokio_postgres::Statement>,
+}
+
+impl BatchTask for Unlock {
+    type Stats = UnlockStats;
+    type Plan = UnlockPlan;
+
+    async fn open(run: &Run<'_>) -> Result<Self> {
+        Ok(Unlock { client: run.ctx.pool.get().await?, enqueued: false, group: None, unlock_artifacts: None })
+    }
+
+    async fn plan(&mut self, _run: &Run<'_>) -> Result<UnlockPlan> {
+        let candidates = self.client.query(CANDIDATES, &[]).await?;
+        let queued = self.client.query("SELECT pipeline_id AS id, partition_id FROM housekeep.unlock_requests", &[]).await?;
         let ids: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get("id")).collect();
         let partitions: Vec<i64> = candidates.iter().chain(&queued).map(|r| r.get("partition_id")).collect();
-        let artifacts: i64 = client
-            .query_one(
-                "SELECT count(*) FROM unnest($1::bigint[], $2::bigint[]) AS q(id, partition_id)
-                 JOIN p_ci_pipelines p ON p.id = q.id AND p.partition_id = q.partition_id AND p.locked = 1
-                 JOIN p_ci_builds b ON b.commit_id = q.id AND b.partition_id = q.partition_id
-                 JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id
-                 WHERE a.locked <> 0",
-                &[&ids, &partitions],
-            )
-            .await?
-            .get(0);
+        let artifacts: i64 = self.client.query_one(PLAN_ARTIFACTS, &[&ids, &partitions]).await?.get("artifacts");
         let queued_ids: std::collections::HashSet<i64> = queued.iter().map(|r| r.get("id")).collect();
-        run.report.add("would_enqueue", candidates.iter().filter(|c| !queued_ids.contains(&c.get::<_, i64>("id"))).count() as i64);
-        run.report.add("already_queued", queued.len() as i64);
-        run.report.add("would_unlock_artifacts", artifacts);
-        return Ok(());
+        Ok(UnlockPlan {
+            would_enqueue: candidates.iter().filter(|c| !queued_ids.contains(&c.get::<_, i64>("id"))).count() as i64,
+            already_queued: queued.len() as i64,
+            would_unlock_artifacts: artifacts,
+        })
     }
 
-    let enqueued = client.query(ENQUEUE, &[]).await?;
-    for r in &enqueued {
-        run.audit.pipeline("enqueued", r.get(0), "older than the newest finished pipeline of its ref");
-    }
-    run.report.add("enqueued", enqueued.len() as i64);
-    run.ctx.metrics.pipelines_enqueued.inc_by(enqueued.len() as u64);
-
-    let unlock_artifacts = client.prepare(UNLOCK_ARTIFACTS).await?;
-    let limit = run.batch_size();
-    'drain: while run.keep_going() {
-        let queued = client.query(QUEUED, &[&PIPELINES_PER_DRAIN]).await?;
-        if queued.is_empty() {
-            break;
+    async fn step(&mut self, run: &Run<'_>) -> Result<Step<UnlockStats>> {
+        if !self.enqueued {
+            self.enqueued = true;
+            return Ok(Step::more(self.enqueue(run).await?));
         }
-        let mut ids = Vec::new();
-        let mut partitions = Vec::new();
+        match self.group.take() {
+            None => self.next_group(run).await,
+            Some(group) => self.drain(run, group).await,
+        }
+    }
+}
+
+impl Unlock {
+    async fn enqueue(&mut self, run: &Run<'_>) -> Result<UnlockStats> {
+        let enqueued = self.client.query(ENQUEUE, &[]).await?;
+        for r in &enqueued {
+            run.audit.pipeline("enqueued", r.get("pipeline_id"), "older than the newest finished pipeline of its ref");
+        }
+        Ok(UnlockStats { enqueued: enqueued.len() as i64, ..UnlockStats::default() })
+    }
+
+    /// Take the next queued pipelines; the ones already unlocked (or gone) are only dequeued,
+    /// nothing of theirs changes, not even unknown rows.
+    async fn next_group(&mut self, run: &Run<'_>) -> Result<Step<UnlockStats>> {
+        let queued = self.client.query(QUEUED, &[&PIPELINES_PER_DRAIN]).await?;
+        if queued.is_empty() {
+            return Ok(Step::done(UnlockStats::default()));
+        }
+        let mut group = Group { ids: Vec::new(), partitions: Vec::new() };
         let mut skipped = Vec::new();
         for r in &queued {
             if r.get::<_, bool>("locked") {
-                ids.push(r.get::<_, i64>("pipeline_id"));
-                partitions.push(r.get::<_, i64>("partition_id"));
+                group.ids.push(r.get("pipeline_id"));
+                group.partitions.push(r.get("partition_id"));
             } else {
                 skipped.push(r.get::<_, i64>("pipeline_id"));
             }
         }
         if !skipped.is_empty() {
-            // Already unlocked (or gone): nothing of theirs changes, not even unknown rows.
-            client.execute(DEQUEUE, &[&skipped]).await?;
+            self.client.execute(DEQUEUE, &[&skipped]).await?;
             for id in &skipped {
                 run.audit.pipeline("dequeued", *id, "already unlocked");
             }
-            run.report.add("already_unlocked", skipped.len() as i64);
         }
-        if ids.is_empty() {
-            continue;
+        if !group.ids.is_empty() {
+            self.group = Some(group);
         }
-        loop {
-            let n = client.execute(&unlock_artifacts, &[&ids, &partitions, &limit]).await? as i64;
-            run.report.add("artifacts_unlocked", n);
-            run.ctx.metrics.artifacts_unlocked.inc_by(n as u64);
-            if n == 0 {
-                break;
+        Ok(Step::more(UnlockStats { already_unlocked: skipped.len() as i64, ..UnlockStats::default() }))
+    }
+
+    /// Unlock a batch of the group's artifacts; when none is left, the group's pipelines. An
+    /// interrupted group stays locked and queued: the next run finishes it.
+    async fn drain(&mut self, run: &Run<'_>, group: Group) -> Result<Step<UnlockStats>> {
+        let stmt = match &self.unlock_artifacts {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(UNLOCK_ARTIFACTS).await?;
+                self.unlock_artifacts = Some(s.clone());
+                s
             }
-            if !run.keep_going() {
-                // The pipelines stay locked and queued; the next run finishes them.
-                break 'drain;
-            }
+        };
+        let n = self.client.execute(&stmt, &[&group.ids, &group.partitions, &run.batch_size()]).await? as i64;
+        if n > 0 {
+            self.group = Some(group);
+            return Ok(Step::more(UnlockStats { artifacts_unlocked: n, ..UnlockStats::default() }));
         }
-        let tx = client.transaction().await?;
+        let tx = self.client.transaction().await?;
         // Rows added since the last batch (new uploads copy the pipeline's lock) go with the pipeline.
-        let late = tx.execute(&unlock_artifacts, &[&ids, &partitions, &i64::MAX]).await? as i64;
-        run.report.add("artifacts_unlocked", late);
-        run.ctx.metrics.artifacts_unlocked.inc_by(late as u64);
-        tx.execute(UNLOCK_PIPELINE_ARTIFACTS, &[&ids, &partitions]).await?;
-        let unlocked = tx.query(UNLOCK_PIPELINES, &[&ids, &partitions]).await?;
-        tx.execute(DEQUEUE, &[&ids]).await?;
+        let late = tx.execute(&stmt, &[&group.ids, &group.partitions, &i64::MAX]).await? as i64;
+        tx.execute(UNLOCK_PIPELINE_ARTIFACTS, &[&group.ids, &group.partitions]).await?;
+        let unlocked = tx.query(UNLOCK_PIPELINES, &[&group.ids, &group.partitions]).await?;
+        tx.execute(DEQUEUE, &[&group.ids]).await?;
         tx.commit().await?;
         for r in &unlocked {
-            run.audit.pipeline("unlocked", r.get(0), "keep-latest: a newer pipeline finished on the ref");
+            run.audit.pipeline("unlocked", r.get("id"), "keep-latest: a newer pipeline finished on the ref");
         }
-        run.report.add("pipelines_unlocked", unlocked.len() as i64);
-        run.ctx.metrics.pipelines_unlocked.inc_by(unlocked.len() as u64);
+        Ok(Step::more(UnlockStats { artifacts_unlocked: late, pipelines_unlocked: unlocked.len() as i64, ..UnlockStats::default() }))
     }
-    Ok(())
 }
 
 /// `housekeep unlock-ref`: what GitLab does when a branch or tag is deleted — every locked

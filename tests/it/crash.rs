@@ -3,6 +3,7 @@
 //! and S3), then the same command again to completion, must lose nothing and duplicate nothing;
 //! SIGTERM stops a run or the worker cleanly, giving back unused leases.
 
+use housekeep::tasks::{UnlockStats};
 use crate::common;
 use crate::fixtures;
 
@@ -681,7 +682,7 @@ async fn sigkill_during_unlock_resumes_to_the_same_end_state() {
         let expected = {
             let ctx = fixtures::context(fixtures::config(&control), fixtures::stores(&t.store, &t.store)).await;
             let r = fixtures::run(&ctx, housekeep::tasks::Task::Unlock).await;
-            assert!(r.get("pipelines_unlocked") > 50, "dataset too small: {r:?}");
+            assert!(r.stats::<UnlockStats>().pipelines_unlocked > 50, "dataset too small: {r:?}");
             lock_digest(&cc).await
         };
         let locked_before: Vec<i64> =

@@ -3,6 +3,7 @@
 //! failures are recorded and retried with back-off, a queue row never goes before its object
 //! (guarantee 2), and three workers at once delete every object exactly once (guarantee 6).
 
+use housekeep::tasks::{DeleteObjectsStats};
 use crate::common;
 use crate::fixtures;
 
@@ -51,7 +52,7 @@ async fn twenty_percent_of_deletes_fail(backend: Backend, bulk: bool) {
     }
     let (store, counts) = faulty_store(&t, 20, bulk);
     let mut config = fixtures::config(&db);
-    config.tasks.delete_objects.batch_size = 25;
+    config.tasks[housekeep::registry::Task::DeleteObjects].batch_size = 25;
     config.store_concurrency = 4;
     let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
     let full = |k: &str| t.store.full_key(k);
@@ -76,7 +77,7 @@ async fn twenty_percent_of_deletes_fail(backend: Backend, bulk: bool) {
             let c = counts.lock().unwrap();
             c.failed.iter().filter(|(_, n)| *n == runs).map(|(k, _)| k.clone()).collect()
         };
-        assert_eq!(r.get("failed"), failed_now.len() as i64, "run {runs}: {r:?}");
+        assert_eq!(r.stats::<DeleteObjectsStats>().failed, failed_now.len() as i64, "run {runs}: {r:?}");
         assert_eq!(left.len(), failed_now.len(), "run {runs}: the rows left are exactly the failed ones");
         assert_eq!(r.outcome, if failed_now.is_empty() { Outcome::Success } else { Outcome::Partial }, "{r:?}");
         // Failures are recorded: attempts, last error, back-off = lease (10m) * 2^(attempts-1).
@@ -156,7 +157,7 @@ async fn failing_every_delete_keeps_every_row_with_its_error() {
     let (store, counts) = faulty_store(&t, 100, true);
     let ctx = fixtures::context(fixtures::config(&db), Stores { remote: store.clone(), local: store }).await;
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
-    assert_eq!((r.get("deleted"), r.get("failed")), (0, 10), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsStats>().deleted, r.stats::<DeleteObjectsStats>().failed), (0, 10), "{r:?}");
     assert_eq!(r.outcome, Outcome::Partial);
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects o LEFT JOIN housekeep.deleted_object_state s ON s.deleted_object_id = o.id WHERE s.attempts = 1 AND s.last_error LIKE '%injected%'").await, 9);
     let capped: f64 = c
@@ -238,8 +239,8 @@ async fn three_workers_delete_100000_objects_exactly_once() {
     for h in handles {
         let r = h.await.unwrap();
         assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-        assert_eq!(r.get("failed"), 0, "{r:?}");
-        per_worker.push(r.get("deleted"));
+        assert_eq!(r.stats::<DeleteObjectsStats>().failed, 0, "{r:?}");
+        per_worker.push(r.stats::<DeleteObjectsStats>().deleted);
     }
     eprintln!("three workers deleted {per_worker:?} in {:.1}s", t0.elapsed().as_secs_f64());
     assert_eq!(per_worker.iter().sum::<i64>(), N, "deleted per worker: {per_worker:?}");
@@ -262,10 +263,10 @@ async fn deletes_stay_within_the_configured_concurrency() {
     let (db, _t, store, counts) = slow_queue(60, Duration::from_millis(20)).await;
     let mut config = fixtures::config(&db);
     config.store_concurrency = 5;
-    config.tasks.delete_objects.batch_size = 30;
+    config.tasks[housekeep::registry::Task::DeleteObjects].batch_size = 30;
     let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
-    assert_eq!(r.get("deleted"), 60, "{r:?}");
+    assert_eq!(r.stats::<DeleteObjectsStats>().deleted, 60, "{r:?}");
     let max = counts.lock().unwrap().max_in_flight;
     assert!((2..=5).contains(&max), "deletes in flight at most: {max}, configured 5");
 }
@@ -279,14 +280,14 @@ async fn delete_objects_respects_its_time_budget() {
     let fx = Fx { c: &c };
     let mut config = fixtures::config(&db);
     config.store_concurrency = 1;
-    config.tasks.delete_objects.batch_size = 5;
-    config.tasks.delete_objects.time_budget = housekeep::duration::HumanDuration::secs(1);
+    config.tasks[housekeep::registry::Task::DeleteObjects].batch_size = 5;
+    config.tasks[housekeep::registry::Task::DeleteObjects].time_budget = housekeep::duration::HumanDuration::secs(1);
     let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
     let t0 = Instant::now();
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
     let took = t0.elapsed();
     assert_eq!((r.stopped, r.outcome), (Stopped::Budget, Outcome::Success), "{r:?}");
-    let deleted = r.get("deleted");
+    let deleted = r.stats::<DeleteObjectsStats>().deleted;
     assert!((5..100).contains(&deleted) && deleted % 5 == 0, "whole batches only: {r:?}");
     assert!(took < Duration::from_millis(3500), "a 1 s budget took {took:?} (all 100 deletes take 5 s)");
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 100 - deleted);
@@ -305,11 +306,11 @@ async fn a_lease_shorter_than_a_batch_never_sends_an_object_twice() {
     let fx = Fx { c: &c };
     let mut config = fixtures::config(&db);
     config.store_concurrency = 1;
-    config.tasks.delete_objects.batch_size = 10;
-    config.tasks.delete_objects.lease = Some(housekeep::duration::HumanDuration(Duration::from_millis(50)));
+    config.tasks[housekeep::registry::Task::DeleteObjects].batch_size = 10;
+    config.tasks[housekeep::registry::Task::DeleteObjects].lease = Some(housekeep::duration::HumanDuration(Duration::from_millis(50)));
     let ctx = fixtures::context(config, Stores { remote: store.clone(), local: store }).await;
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
-    assert_eq!((r.get("deleted"), r.outcome), (40, Outcome::Success), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsStats>().deleted, r.outcome), (40, Outcome::Success), "{r:?}");
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
     assert!(listed(&t.store).await.is_empty());
     let counts = counts.lock().unwrap();
@@ -333,8 +334,8 @@ async fn leases_claimed_ahead_are_renewed_before_their_batch_is_sent() {
     let context = |store: Store| {
         let mut config = fixtures::config(&db);
         config.store_concurrency = 1;
-        config.tasks.delete_objects.batch_size = 10;
-        config.tasks.delete_objects.lease = Some(housekeep::duration::HumanDuration(Duration::from_millis(1500)));
+        config.tasks[housekeep::registry::Task::DeleteObjects].batch_size = 10;
+        config.tasks[housekeep::registry::Task::DeleteObjects].lease = Some(housekeep::duration::HumanDuration(Duration::from_millis(1500)));
         fixtures::context(config, Stores { remote: store.clone(), local: store })
     };
     let (a, b) = (context(slow).await, context(fast).await);
@@ -343,9 +344,9 @@ async fn leases_claimed_ahead_are_renewed_before_their_batch_is_sent() {
     let rb = fixtures::run(&b, Task::DeleteObjects).await;
     let ra = worker_a.await.unwrap();
     for r in [&ra, &rb] {
-        assert_eq!((r.outcome, r.get("failed")), (Outcome::Success, 0), "{r:?}");
+        assert_eq!((r.outcome, r.stats::<DeleteObjectsStats>().failed), (Outcome::Success, 0), "{r:?}");
     }
-    assert_eq!((ra.get("deleted"), rb.get("deleted")), (20, 0), "A: {ra:?}\nB: {rb:?}");
+    assert_eq!((ra.stats::<DeleteObjectsStats>().deleted, rb.stats::<DeleteObjectsStats>().deleted), (20, 0), "A: {ra:?}\nB: {rb:?}");
     assert_eq!(Fx { c: &c }.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
     assert!(listed(&t.store).await.is_empty(), "objects left in the store");
     let counts = counts.lock().unwrap();

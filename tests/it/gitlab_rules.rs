@@ -3,6 +3,7 @@
 //! `spec/services/ci/refs/enqueue_pipelines_to_unlock_service_spec.rb`), on housekeep's
 //! standalone database.
 
+use housekeep::tasks::{DeleteObjectsStats, ExpireStats, UnknownStats, UnlockStats};
 use crate::common;
 use crate::fixtures;
 
@@ -32,9 +33,9 @@ async fn expired_rows_without_a_file_are_deleted_and_queue_nothing() {
     c.execute("UPDATE p_ci_job_artifacts SET file = NULL, file_final_path = NULL", &[]).await.unwrap();
     fx.exact_statistics().await;
     let r = fixtures::run(&ctx, Task::Expire).await;
-    assert_eq!(r.get("expired"), 1, "{r:?}");
+    assert_eq!(r.stats::<ExpireStats>().expired, 1, "{r:?}");
     let r = fixtures::run(&ctx, Task::Unknown).await;
-    assert_eq!(r.get("removed"), 1, "{r:?}");
+    assert_eq!(r.stats::<UnknownStats>().removed, 1, "{r:?}");
     assert_eq!(fx.artifact_locked(a.id).await, None);
     assert_eq!(fx.artifact_locked(u.id).await, None);
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
@@ -62,7 +63,7 @@ async fn legacy_rows_queue_and_delete_their_legacy_key() {
     assert_eq!(queued.get(&a.key), Some(&1), "{queued:?}");
     c.execute("UPDATE ci_deleted_objects SET pick_up_at = now() - interval '1 second'", &[]).await.unwrap();
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
-    assert_eq!(r.get("deleted"), 1, "{r:?}");
+    assert_eq!(r.stats::<DeleteObjectsStats>().deleted, 1, "{r:?}");
     assert!(!fixtures::exists(&t.store, &a.key).await, "the legacy object leaked");
 }
 
@@ -78,7 +79,7 @@ async fn a_queued_legacy_key_still_referenced_is_not_deleted() {
     fixtures::put(&t.store, &a.key).await;
     fx.queue(1, &a.key, "-1 minute").await;
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
-    assert_eq!((r.get("deleted"), r.get("kept_referenced")), (0, 1), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsStats>().deleted, r.stats::<DeleteObjectsStats>().kept_referenced), (0, 1), "{r:?}");
     assert!(fixtures::exists(&t.store, &a.key).await);
 }
 
@@ -99,7 +100,7 @@ async fn unlock_keeps_the_children_of_the_newest_successful_pipeline() {
     fx.child_of(grandchild, child).await;
     let newest = fx.pipeline(p, "main", "failed", 1).await;
     let r = fixtures::run(&ctx, Task::Unlock).await;
-    assert_eq!(r.get("pipelines_unlocked"), 2, "{r:?}");
+    assert_eq!(r.stats::<UnlockStats>().pipelines_unlocked, 2, "{r:?}");
     assert_eq!(fx.pipeline_locked(older).await, 0);
     assert_eq!(fx.pipeline_locked(older_child).await, 0);
     for (id, what) in [(success, "newest successful"), (child, "its child"), (grandchild, "its grandchild"), (newest, "newest finished")] {
@@ -125,7 +126,7 @@ async fn unlock_counts_merge_request_pipelines_on_their_branch_ref() {
     .await
     .unwrap();
     let r = fixtures::run(&ctx, Task::Unlock).await;
-    assert_eq!(r.get("pipelines_unlocked"), 1, "{r:?}");
+    assert_eq!(r.stats::<UnlockStats>().pipelines_unlocked, 1, "{r:?}");
     assert_eq!(fx.pipeline_locked(old).await, 0);
     assert_eq!(fx.pipeline_locked(mr).await, 1);
 }
@@ -147,7 +148,7 @@ async fn a_queued_pipeline_already_unlocked_is_skipped() {
     .await
     .unwrap();
     let r = fixtures::run(&ctx, Task::Unlock).await;
-    assert_eq!((r.get("already_unlocked"), r.get("artifacts_unlocked")), (1, 0), "{r:?}");
+    assert_eq!((r.stats::<UnlockStats>().already_unlocked, r.stats::<UnlockStats>().artifacts_unlocked), (1, 0), "{r:?}");
     assert_eq!(fx.artifact_locked(a.id).await, Some(2), "an unknown row of an unlocked pipeline must stay unknown");
     assert_eq!(fx.count("SELECT count(*) FROM housekeep.unlock_requests").await, 0);
 }
@@ -167,7 +168,7 @@ async fn unknown_destroys_expired_unknown_traces_of_unlocked_pipelines() {
     let kept_trace = fx.artifact(Art::new(p, kept_job).file_type(3).expire("-1 day").locked(2)).await;
     fx.exact_statistics().await;
     let r = fixtures::run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("removed"), r.get("locked")), (1, 1), "{r:?}");
+    assert_eq!((r.stats::<UnknownStats>().removed, r.stats::<UnknownStats>().locked), (1, 1), "{r:?}");
     assert_eq!(fx.artifact_locked(trace.id).await, None);
     assert_eq!(fixtures::queue_keys(&c).await.get(&trace.key), Some(&1));
     assert_eq!(fx.artifact_locked(kept_trace.id).await, Some(1));
@@ -192,7 +193,7 @@ async fn unlock_ref_unlocks_every_pipeline_of_a_deleted_ref() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("2 pipelines of refs/heads/gone queued"), "{}", stdout(&o));
     let r = fixtures::run(&ctx, Task::Unlock).await;
-    assert_eq!(r.get("pipelines_unlocked"), 2, "{r:?}");
+    assert_eq!(r.stats::<UnlockStats>().pipelines_unlocked, 2, "{r:?}");
     assert_eq!((fx.pipeline_locked(a).await, fx.pipeline_locked(b).await), (0, 0));
     assert_eq!(fx.pipeline_locked(tag).await, 1, "the tag of the same name is another ref");
 
@@ -226,7 +227,7 @@ async fn a_run_whose_audit_records_are_lost_exits_non_zero() {
             .args(["run", "expire"])
             .env("HOUSEKEEP_DATABASE_URL", &db.url)
             .env("HOUSEKEEP_STORE_URL", &t.url)
-            .env("HOUSEKEEP_LOG", "warn"),
+            .env("HOUSEKEEP_LOG", "warn,housekeep::audit=info"),
     );
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("audit"), "{}", stderr(&o));

@@ -10,7 +10,10 @@ use crate::fixtures;
 use common::{Backend, TestDb, TestStore};
 use fixtures::{assert_accounted, assert_statistics_exact, digest, dry_run, exists, put, run, Art, Fx};
 use housekeep::store::layout;
-use housekeep::tasks::{Outcome, Stopped, Task};
+use housekeep::tasks::{
+    DeleteObjectsPlan, DeleteObjectsStats, ExpirePlan, ExpireStats, Outcome, StaleUploadsPlan, StaleUploadsStats, Stats, Stopped,
+    Task, UnknownPlan, UnknownStats, UnlockPlan, UnlockStats,
+};
 
 /// The queue row of a key: (file_store, project_id, size, pick_up_at is within `secs` of `expected`).
 async fn queue_row(c: &tokio_postgres::Client, key: &str) -> tokio_postgres::Row {
@@ -70,20 +73,20 @@ async fn expire_moves_only_expired_unlocked_non_trace_rows() {
     assert_eq!((s1, s2), (100 + 200 + 1 + 2 + 4 + 8 + 16, 50 + 32));
 
     let mut config = fixtures::config(&db);
-    config.tasks.expire.batch_size = 2;
+    config.tasks[Task::Expire].batch_size = 2;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
 
     // Dry run: counts, no change.
     let before = digest(&c).await;
     let r = dry_run(&ctx, Task::Expire).await;
     assert!(r.dry_run);
-    assert_eq!((r.get("would_expire"), r.get("would_expire_bytes")), (3, 350), "{r:?}");
-    assert_eq!(r.get("expired"), 0);
+    assert_eq!((r.stats::<ExpirePlan>().would_expire, r.stats::<ExpirePlan>().would_expire_bytes), (3, 350), "{r:?}");
+    assert!(matches!(r.stats, Stats::ExpirePlan(_)), "a dry run reports a plan, nothing expired: {r:?}");
     assert_eq!(digest(&c).await, before, "a dry run changed the database");
 
     let r = run(&ctx, Task::Expire).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert_eq!((r.get("expired"), r.get("expired_bytes")), (3, 350), "{r:?}");
+    assert_eq!((r.stats::<ExpireStats>().expired, r.stats::<ExpireStats>().expired_bytes), (3, 350), "{r:?}");
     assert_eq!(ctx.metrics.artifacts_expired.get(), 3);
     assert_eq!(ctx.metrics.artifacts_expired_bytes.get(), 350);
     assert_eq!(ctx.metrics.backlog.with_label_values(&["expired_rows"]).get(), 0);
@@ -125,8 +128,46 @@ async fn expire_moves_only_expired_unlocked_non_trace_rows() {
     // Idempotent: nothing left to do.
     let before = digest(&c).await;
     let r = run(&ctx, Task::Expire).await;
-    assert_eq!(r.get("expired"), 0, "{r:?}");
+    assert_eq!(r.stats::<ExpireStats>().expired, 0, "{r:?}");
     assert_eq!(digest(&c).await, before);
+}
+
+/// The move statement sends its rows back only when audit records are written, otherwise only
+/// their count and bytes: both forms move the same rows and report the same stats.
+#[tokio::test]
+async fn expire_and_unknown_move_the_same_with_audit_records_on_and_off() {
+    let mut seen = Vec::new();
+    for audited in [false, true] {
+        let db = TestDb::migrated().await;
+        let t = TestStore::new(Backend::Local);
+        let c = db.client().await;
+        let fx = Fx { c: &c };
+        let p = fx.project().await;
+        let pl = fx.pipeline(p, "main", "success", 0).await;
+        let job = fx.job(p, pl).await;
+        for (file_type, size) in [(1, 10), (2, 20), (4, 30)] {
+            fx.artifact(Art::new(p, job).file_type(file_type).expire("-1 day").size(size)).await;
+        }
+        let other_job = fx.job(p, pl).await;
+        fx.artifact(Art::new(p, other_job).expire("-1 day").size(40).locked(2)).await;
+        fx.exact_statistics().await;
+        let mut config = fixtures::config(&db);
+        config.tasks[Task::Expire].batch_size = 2;
+        let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
+        let records = common::Captured::default();
+        let _on = audited.then(|| {
+            tracing::subscriber::set_default(tracing_subscriber::fmt().json().with_writer(records.clone()).finish())
+        });
+        let e = *run(&ctx, Task::Expire).await.stats::<ExpireStats>();
+        let u = *run(&ctx, Task::Unknown).await.stats::<UnknownStats>();
+        let audit_records = records.text().matches("\"housekeep::audit\"").count();
+        assert_eq!(audit_records, if audited { 4 } else { 0 }, "{}", records.text());
+        seen.push((e, u, fx.statistics(p).await, fx.count("SELECT count(*) FROM ci_deleted_objects").await));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let expire = ExpireStats { expired: 3, expired_bytes: 60 };
+    let unknown = UnknownStats { locked: 0, removed: 1, removed_bytes: 40 };
+    assert_eq!(seen[0], (expire, unknown, 0, 4));
 }
 
 #[tokio::test]
@@ -146,10 +187,10 @@ async fn expire_and_unknown_delete_rows_without_a_file_name_without_queueing() {
     fx.exact_statistics().await;
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Expire).await;
-    assert_eq!((r.get("expired"), r.get("expired_bytes")), (1, 3), "{r:?}");
+    assert_eq!((r.stats::<ExpireStats>().expired, r.stats::<ExpireStats>().expired_bytes), (1, 3), "{r:?}");
     assert_eq!(fx.artifact_locked(a.id).await, None);
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("removed"), r.get("removed_bytes")), (1, 5), "{r:?}");
+    assert_eq!((r.stats::<UnknownStats>().removed, r.stats::<UnknownStats>().removed_bytes), (1, 5), "{r:?}");
     assert_eq!(fx.artifact_locked(u.id).await, None);
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 0);
     assert_eq!(fx.count("SELECT count(*) FROM housekeep.deleted_object_state").await, 0);
@@ -190,17 +231,17 @@ async fn unknown_locks_rows_of_locked_pipelines_and_destroys_the_others() {
     ];
 
     let mut config = fixtures::config(&db);
-    config.tasks.unknown.batch_size = 1;
+    config.tasks[Task::Unknown].batch_size = 1;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
 
     let before = digest(&c).await;
     let r = dry_run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("would_lock"), r.get("would_remove"), r.get("would_remove_bytes")), (2, 3, 108), "{r:?}");
+    assert_eq!((r.stats::<UnknownPlan>().would_lock, r.stats::<UnknownPlan>().would_remove, r.stats::<UnknownPlan>().would_remove_bytes), (2, 3, 108), "{r:?}");
     assert_eq!(digest(&c).await, before, "a dry run changed the database");
 
     let r = run(&ctx, Task::Unknown).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert_eq!((r.get("locked"), r.get("removed"), r.get("removed_bytes")), (2, 3, 108), "{r:?}");
+    assert_eq!((r.stats::<UnknownStats>().locked, r.stats::<UnknownStats>().removed, r.stats::<UnknownStats>().removed_bytes), (2, 3, 108), "{r:?}");
     assert_eq!(fx.artifact_locked(u_lock_archive.id).await, Some(1));
     assert_eq!(fx.artifact_locked(u_lock_trace.id).await, Some(1));
     assert_eq!(fx.artifact_locked(u_lock_future.id).await, Some(2), "not expired yet: untouched");
@@ -222,7 +263,7 @@ async fn unknown_locks_rows_of_locked_pipelines_and_destroys_the_others() {
 
     // Nothing left for a second run.
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("locked"), r.get("removed")), (0, 0), "{r:?}");
+    assert_eq!((r.stats::<UnknownStats>().locked, r.stats::<UnknownStats>().removed), (0, 0), "{r:?}");
 }
 
 #[tokio::test]
@@ -241,20 +282,20 @@ async fn unknown_respects_max_rows_per_run() {
     }
     fx.exact_statistics().await;
     let mut config = fixtures::config(&db);
-    config.tasks.unknown.batch_size = 2;
-    config.tasks.unknown.max_rows = 3;
+    config.tasks[Task::Unknown].batch_size = 2;
+    config.tasks[Task::Unknown].max_rows = 3;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
 
     let r = dry_run(&ctx, Task::Unknown).await;
-    assert_eq!(r.get("would_remove"), 3, "a dry run reports one run's worth: {r:?}");
+    assert_eq!(r.stats::<UnknownPlan>().would_remove, 3, "a dry run reports one run's worth: {r:?}");
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!(r.get("removed"), 3, "{r:?}");
+    assert_eq!(r.stats::<UnknownStats>().removed, 3, "{r:?}");
     assert_eq!(r.stopped, Stopped::MaxRows, "{r:?}");
     // The oldest three went first.
     let left = fixtures::artifact_ids(&c).await;
     assert_eq!(left, [arts[3].id, arts[4].id].into_iter().collect());
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!(r.get("removed"), 2, "{r:?}");
+    assert_eq!(r.stats::<UnknownStats>().removed, 2, "{r:?}");
     assert!(fixtures::artifact_ids(&c).await.is_empty());
     assert_statistics_exact(&c).await;
     assert_accounted(&c, &arts, None).await;
@@ -300,17 +341,17 @@ async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each
     }
 
     let mut config = fixtures::config(&db);
-    config.tasks.unlock.batch_size = 1;
+    config.tasks[Task::Unlock].batch_size = 1;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
 
     let before = digest(&c).await;
     let r = dry_run(&ctx, Task::Unlock).await;
-    assert_eq!((r.get("would_enqueue"), r.get("would_unlock_artifacts")), (5, 15), "{r:?}");
+    assert_eq!((r.stats::<UnlockPlan>().would_enqueue, r.stats::<UnlockPlan>().would_unlock_artifacts), (5, 15), "{r:?}");
     assert_eq!(digest(&c).await, before, "a dry run changed the database");
 
     let r = run(&ctx, Task::Unlock).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (5, 5, 15), "{r:?}");
+    assert_eq!((r.stats::<UnlockStats>().enqueued, r.stats::<UnlockStats>().pipelines_unlocked, r.stats::<UnlockStats>().artifacts_unlocked), (5, 5, 15), "{r:?}");
     assert_eq!((ctx.metrics.pipelines_unlocked.get(), ctx.metrics.artifacts_unlocked.get()), (5, 15));
     for (name, id, expect) in &pipelines {
         assert_eq!(fx.pipeline_locked(*id).await, *expect, "pipeline {name}");
@@ -335,13 +376,13 @@ async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each
 
     // Idempotent.
     let r = run(&ctx, Task::Unlock).await;
-    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (0, 0, 0), "{r:?}");
+    assert_eq!((r.stats::<UnlockStats>().enqueued, r.stats::<UnlockStats>().pipelines_unlocked, r.stats::<UnlockStats>().artifacts_unlocked), (0, 0, 0), "{r:?}");
 
     // A newer failed pipeline on main: everything older goes (m4, and m5 and m6, which never
     // finished but are older than the newest finished one), except m3, still the newest success.
     let m7 = fx.pipeline(p, "main", "failed", 1).await;
     let r = run(&ctx, Task::Unlock).await;
-    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (3, 3, 9), "{r:?}");
+    assert_eq!((r.stats::<UnlockStats>().enqueued, r.stats::<UnlockStats>().pipelines_unlocked, r.stats::<UnlockStats>().artifacts_unlocked), (3, 3, 9), "{r:?}");
     let locked_of = |name: &str| pipelines.iter().find(|p| p.0 == name).unwrap().1;
     for (name, want) in [("m3", 1), ("m4", 0), ("m5", 0), ("m6", 0), ("d3", 1), ("f1", 1), ("o2", 1)] {
         assert_eq!(fx.pipeline_locked(locked_of(name)).await, want, "pipeline {name} after m7");
@@ -350,7 +391,7 @@ async fn unlock_keeps_the_newest_finished_and_newest_successful_pipeline_of_each
     // A newer success: m3 and m7 go.
     let m8 = fx.pipeline(p, "main", "success", 1).await;
     let r = run(&ctx, Task::Unlock).await;
-    assert_eq!(r.get("pipelines_unlocked"), 2, "m3 and m7: {r:?}");
+    assert_eq!(r.stats::<UnlockStats>().pipelines_unlocked, 2, "m3 and m7: {r:?}");
     assert_eq!(fx.pipeline_locked(locked_of("m3")).await, 0, "m3");
     assert_eq!(fx.pipeline_locked(m7).await, 0, "m7");
     assert_eq!(fx.pipeline_locked(m8).await, 1, "m8");
@@ -388,7 +429,7 @@ async fn unlock_resumes_an_interrupted_drain() {
     c.execute("UPDATE p_ci_job_artifacts SET locked = 0 WHERE id = $1", &[&arts[0].id]).await.unwrap();
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Unlock).await;
-    assert_eq!((r.get("enqueued"), r.get("pipelines_unlocked"), r.get("artifacts_unlocked")), (0, 1, 2), "{r:?}");
+    assert_eq!((r.stats::<UnlockStats>().enqueued, r.stats::<UnlockStats>().pipelines_unlocked, r.stats::<UnlockStats>().artifacts_unlocked), (0, 1, 2), "{r:?}");
     assert_eq!(fx.pipeline_locked(old).await, 0);
     assert_eq!(fx.pipeline_locked(new).await, 1);
     for a in &arts {
@@ -436,18 +477,18 @@ async fn delete_objects(backend: Backend) {
     let future_id = fx.queue(2, &future, "1 hour").await;
 
     let mut config = fixtures::config(&db);
-    config.tasks.delete_objects.batch_size = 3;
+    config.tasks[Task::DeleteObjects].batch_size = 3;
     let ctx = fixtures::context(config, stores.clone()).await;
 
     let before = digest(&c).await;
     let r = dry_run(&ctx, Task::DeleteObjects).await;
-    assert_eq!((r.get("would_delete"), r.get("queued")), (8, 9), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsPlan>().would_delete, r.stats::<DeleteObjectsPlan>().queued), (8, 9), "{r:?}");
     assert_eq!(digest(&c).await, before, "a dry run changed the database");
     assert!(exists(&remote.store, &gone[0]).await, "a dry run deleted an object");
 
     let r = run(&ctx, Task::DeleteObjects).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert_eq!((r.get("deleted"), r.get("kept_referenced"), r.get("failed")), (6, 2, 0), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsStats>().deleted, r.stats::<DeleteObjectsStats>().kept_referenced, r.stats::<DeleteObjectsStats>().failed), (6, 2, 0), "{r:?}");
 
     for key in &gone {
         assert!(!exists(&remote.store, key).await, "{key} should be deleted");
@@ -508,16 +549,16 @@ async fn stale_uploads(backend: Backend) {
     put(&t.store, &other).await;
 
     let mut config = fixtures::config(&db);
-    config.tasks.stale_uploads.batch_size = 2;
+    config.tasks[Task::StaleUploads].batch_size = 2;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
     let before = digest(&c).await;
     let r = dry_run(&ctx, Task::StaleUploads).await;
-    assert_eq!(r.get("would_delete"), 3, "{r:?}");
+    assert_eq!(r.stats::<StaleUploadsPlan>().would_delete, 3, "{r:?}");
     assert_eq!(digest(&c).await, before);
 
     let r = run(&ctx, Task::StaleUploads).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert_eq!((r.get("deleted"), r.get("failed")), (3, 0), "{r:?}");
+    assert_eq!((r.stats::<StaleUploadsStats>().deleted, r.stats::<StaleUploadsStats>().failed), (3, 0), "{r:?}");
     let left: Vec<String> =
         c.query("SELECT object_key FROM housekeep.pending_direct_uploads", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(left, vec![fresh.clone()]);
@@ -621,7 +662,7 @@ async fn unknown_destroys_rows_whose_job_has_no_pipeline() {
     fx.exact_statistics().await;
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::Unknown).await;
-    assert_eq!((r.get("removed"), r.get("removed_bytes"), r.get("locked")), (1, 7, 0), "{r:?}");
+    assert_eq!((r.stats::<UnknownStats>().removed, r.stats::<UnknownStats>().removed_bytes, r.stats::<UnknownStats>().locked), (1, 7, 0), "{r:?}");
     assert_accounted(&c, std::slice::from_ref(&no_pipeline), None).await;
     assert!(fixtures::artifact_ids(&c).await.is_empty());
     assert_statistics_exact(&c).await;
@@ -654,10 +695,10 @@ async fn delete_objects_refuses_keys_with_dot_dot_or_empty_segments() {
     put(&t.store, &good).await;
     fx.queue(2, &good, "-1 minute").await;
     let mut config = fixtures::config(&db);
-    config.tasks.delete_objects.batch_size = 2;
+    config.tasks[Task::DeleteObjects].batch_size = 2;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
     let r = run(&ctx, Task::DeleteObjects).await;
-    assert_eq!((r.get("deleted"), r.get("failed")), (1, 2), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsStats>().deleted, r.stats::<DeleteObjectsStats>().failed), (1, 2), "{r:?}");
     assert_eq!(r.outcome, Outcome::Partial);
     assert!(exists(&t.store, &victim).await, "a bad key deleted another object");
     assert!(!exists(&t.store, &good).await);
@@ -692,7 +733,7 @@ async fn stale_uploads_are_not_blocked_by_entries_that_cannot_be_deleted() {
     put(&t.store, &good).await;
     fx.pending_upload(&good, "5 hours").await;
     let mut config = fixtures::config(&db);
-    config.tasks.stale_uploads.batch_size = 2;
+    config.tasks[Task::StaleUploads].batch_size = 2;
     let ctx = fixtures::context(config, fixtures::stores(&t.store, &t.store)).await;
     for _ in 0..3 {
         run(&ctx, Task::StaleUploads).await;
@@ -741,7 +782,7 @@ async fn a_run_failing_after_taking_its_lock_gives_it_back() {
     let e = housekeep::tasks::run(&ctx, Task::Expire, Default::default()).await.unwrap_err();
     assert!(e.to_string().contains("refused"), "{e}");
     c.batch_execute("DROP TRIGGER refuse ON housekeep.runs").await.unwrap();
-    let held = Fx { c: &c }.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").await;
+    let held = Fx { c: &c }.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").await;
     assert_eq!(held, 0, "advisory locks left held");
     let r = run(&ctx, Task::Expire).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
@@ -797,8 +838,8 @@ async fn a_second_run_of_a_task_is_skipped_while_the_first_holds_its_lock() {
         let r = first.await.unwrap().unwrap();
         assert_eq!(r.outcome, Outcome::Success, "{r:?}");
         match task {
-            Task::Unlock => assert_eq!(r.get("pipelines_unlocked"), 1, "{r:?}"),
-            _ => assert_eq!(r.get("expired"), 1, "{r:?}"),
+            Task::Unlock => assert_eq!(r.stats::<UnlockStats>().pipelines_unlocked, 1, "{r:?}"),
+            _ => assert_eq!(r.stats::<ExpireStats>().expired, 1, "{r:?}"),
         }
         // Once the first run is over, the other worker runs.
         let third = run(&ctx2, task).await;

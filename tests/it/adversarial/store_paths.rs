@@ -8,6 +8,7 @@
 //!   characters): `list-orphans` and `status --scan-store` skip it, say so, and lose none of the
 //!   real orphans before or after it in key order.
 
+use housekeep::tasks::{DeleteObjectsStats, StaleUploadsStats};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
@@ -124,7 +125,7 @@ async fn delete_objects_never_deletes_through_a_symlinked_store_dir() {
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = fixtures::run(&ctx, Task::DeleteObjects).await;
     assert_eq!(r.outcome, Outcome::Partial, "{r:?}");
-    assert_eq!((r.get("deleted"), r.get("failed")), (2, 1), "{r:?}");
+    assert_eq!((r.stats::<DeleteObjectsStats>().deleted, r.stats::<DeleteObjectsStats>().failed), (2, 1), "{r:?}");
     assert_outside_untouched(&a);
     assert!(!exists(&t.store, &normal).await);
     assert!(link_gone(&t.store, &a.last));
@@ -165,7 +166,7 @@ async fn stale_uploads_never_delete_through_a_symlinked_directory() {
     let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
     let r = fixtures::run(&ctx, Task::StaleUploads).await;
     assert_eq!(r.outcome, Outcome::Partial, "{r:?}");
-    assert_eq!((r.get("deleted"), r.get("failed")), (2, 1), "{r:?}");
+    assert_eq!((r.stats::<StaleUploadsStats>().deleted, r.stats::<StaleUploadsStats>().failed), (2, 1), "{r:?}");
     assert_outside_untouched(&a);
     assert!(!exists(&t.store, &normal).await);
     assert!(link_gone(&t.store, &a.last));
