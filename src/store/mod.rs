@@ -381,6 +381,16 @@ impl Stores {
     pub fn for_file_store(&self, file_store: i16) -> &Store {
         if file_store == 1 { &self.local } else { &self.remote }
     }
+
+    /// The directory of the local store, for `command`, which works on its files directly;
+    /// refused, naming `command`, when that store is not on local disk.
+    pub fn local_disk(&self, command: &str) -> Result<&std::path::Path> {
+        self.local.local_root().ok_or_else(|| {
+            Error::config(format!(
+                "{command} works on a local-disk store: set local_store_url (or store_url) to a file:// URL"
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
