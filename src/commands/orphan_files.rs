@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::duration::HumanDuration;
 use crate::error::Result;
 use crate::orphans::files::{FilesOptions, FilesSummary};
-use crate::store::Stores;
 
 #[derive(Debug, Args)]
 pub struct OrphanFilesArgs {
@@ -25,7 +24,7 @@ pub struct OrphanFilesArgs {
 
 pub async fn run(a: OrphanFilesArgs, config: &Config) -> Result<()> {
     // Not `super::open`: a store that is not on local disk is refused before the database is tried.
-    let stores = Stores::open(config)?;
+    let stores = super::open_stores(config)?;
     let root = stores.local_disk("orphan-files")?.to_path_buf();
     let client = super::connect(config).await?;
     let opts = FilesOptions { dry_run: a.dry_run, limit: a.limit, min_age: a.min_age.0 };

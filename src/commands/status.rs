@@ -5,7 +5,6 @@ use clap::{Args, ValueEnum};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::Stores;
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
 pub enum Format {
@@ -24,7 +23,11 @@ pub struct StatusArgs {
 }
 
 pub async fn run(a: StatusArgs, config: &Config) -> Result<()> {
-    let stores = if a.scan_store { Some(Stores::open(config)?) } else { None };
+    let stores = if a.scan_store {
+        Some(super::open_stores(config)?)
+    } else {
+        None
+    };
     let client = super::connect(config).await?;
     let stale_after = config.tasks.stale_uploads.max_age.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(3 * 3600));
     let s = crate::status::status(&client, stores.as_ref(), stale_after).await?;
