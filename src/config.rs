@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+use crate::db::url::parse_url;
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
 use crate::registry::{Limit, Task};
 use crate::schedule::Schedule;
+use crate::store::url::StoreUrl;
 
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
@@ -432,13 +434,13 @@ fn validate(l: &Loaded) -> Result<()> {
     let c = &l.config;
     let err = |key: &str, msg: String| Error::config(format!("{key} (from {}): {msg}", l.source_of(key)));
     if let Some(url) = &c.database_url {
-        crate::db::parse_url(url).map_err(|m| err("database_url", m))?;
+        parse_url(url).map_err(|m| err("database_url", m))?;
     }
     for key in ["store_url", "local_store_url"] {
         let v = if key == "store_url" { &c.store_url } else { &c.local_store_url };
         if let Some(url) = v {
-            let parsed = crate::store::StoreUrl::parse(url).map_err(|m| err(key, m))?;
-            if key == "local_store_url" && !matches!(parsed, crate::store::StoreUrl::Local { .. }) {
+            let parsed = StoreUrl::parse(url).map_err(|m| err(key, m))?;
+            if key == "local_store_url" && !matches!(parsed, StoreUrl::Local { .. }) {
                 return Err(err(key, format!("\"{}\" must be a file:// URL", redact_url(url))));
             }
         }

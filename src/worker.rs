@@ -137,8 +137,35 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
         }
     });
 
+    let schedules = schedules(&ctx).await?;
+    ctx.metrics.up.set(1);
+    notify(sd_notify::NotifyState::Ready);
+    tracing::info!(listen = %bound, tasks = ?schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>(), "worker ready");
+
+    let mut scheduler = Scheduler::new(ctx.clone(), schedules);
+    let tick = Duration::from_secs(1);
+    loop {
+        notify(sd_notify::NotifyState::Watchdog);
+        scheduler.refresh_backlog_when_due();
+        scheduler.start_due_tasks();
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+
+    notify(sd_notify::NotifyState::Stopping);
+    scheduler.wait_for_running().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    ctx.metrics.up.set(0);
+    Ok(())
+}
+
+/// The schedules of the enabled tasks this database permits (the others are logged as not
+/// scheduled).
+async fn schedules(ctx: &Context) -> Result<Vec<(Task, Schedule)>> {
     let mode = crate::db::migrate::mode(&**ctx.pool.get().await?).await?;
-    let schedules: Vec<(Task, Schedule)> = Task::ALL
+    Task::ALL
         .into_iter()
         .filter(|t| ctx.config.tasks[*t].enabled)
         .filter(|t| match tasks::permitted(&ctx.config, mode, *t) {
@@ -152,44 +179,68 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
             let s = ctx.config.tasks[t].schedule.parse::<Schedule>().map_err(Error::config)?;
             Ok((t, s))
         })
-        .collect::<Result<_>>()?;
-    ctx.metrics.up.set(1);
-    notify(sd_notify::NotifyState::Ready);
-    tracing::info!(listen = %bound, tasks = ?schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>(), "worker ready");
+        .collect()
+}
 
-    let mut next: HashMap<Task, chrono::DateTime<Utc>> =
-        schedules.iter().filter_map(|(t, s)| s.next_after(&Utc::now()).map(|n| (*t, n))).collect();
-    let mut running: HashMap<Task, JoinHandle<()>> = HashMap::new();
-    let tick = Duration::from_secs(1);
-    let mut backlog_at = std::time::Instant::now() - BACKLOG_EVERY;
-    loop {
-        notify(sd_notify::NotifyState::Watchdog);
-        if backlog_at.elapsed() >= BACKLOG_EVERY {
-            backlog_at = std::time::Instant::now();
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                if let Err(e) = tasks::refresh_backlog(&ctx).await {
-                    tracing::warn!(error = %e, "could not refresh backlog gauges");
-                }
-            });
+/// The daemon's tasks: when each runs next, which are running, and when the backlog gauges
+/// were last refreshed.
+struct Scheduler {
+    ctx: Context,
+    schedules: Vec<(Task, Schedule)>,
+    next: HashMap<Task, chrono::DateTime<Utc>>,
+    running: HashMap<Task, JoinHandle<()>>,
+    backlog_at: std::time::Instant,
+}
+
+impl Scheduler {
+    fn new(ctx: Context, schedules: Vec<(Task, Schedule)>) -> Scheduler {
+        let next = schedules
+            .iter()
+            .filter_map(|(t, s)| s.next_after(&Utc::now()).map(|n| (*t, n)))
+            .collect();
+        let backlog_at = std::time::Instant::now() - BACKLOG_EVERY;
+        Scheduler {
+            ctx,
+            schedules,
+            next,
+            running: HashMap::new(),
+            backlog_at,
         }
-        running.retain(|_, h| !h.is_finished());
+    }
+
+    /// Every [`BACKLOG_EVERY`], refresh the backlog gauges in the background.
+    fn refresh_backlog_when_due(&mut self) {
+        if self.backlog_at.elapsed() < BACKLOG_EVERY {
+            return;
+        }
+        self.backlog_at = std::time::Instant::now();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tasks::refresh_backlog(&ctx).await {
+                tracing::warn!(error = %e, "could not refresh backlog gauges");
+            }
+        });
+    }
+
+    /// Start the tasks that are due, except those still running from their previous schedule.
+    fn start_due_tasks(&mut self) {
+        self.running.retain(|_, h| !h.is_finished());
         let now = Utc::now();
-        for (task, schedule) in &schedules {
-            let due = next.get(task).is_some_and(|n| *n <= now);
+        for (task, schedule) in &self.schedules {
+            let due = self.next.get(task).is_some_and(|n| *n <= now);
             if !due {
                 continue;
             }
             if let Some(n) = schedule.next_after(&now) {
-                next.insert(*task, n);
+                self.next.insert(*task, n);
             }
-            if running.contains_key(task) {
+            if self.running.contains_key(task) {
                 tracing::info!(task = task.name(), "still running from its previous schedule; this occurrence is skipped");
                 continue;
             }
-            let ctx = ctx.clone();
+            let ctx = self.ctx.clone();
             let task = *task;
-            running.insert(
+            self.running.insert(
                 task,
                 tokio::spawn(async move {
                     if let Err(e) = tasks::run(&ctx, task, RunOptions::default()).await {
@@ -198,19 +249,23 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
                 }),
             );
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(tick) => {}
-        }
     }
 
-    notify(sd_notify::NotifyState::Stopping);
-    tracing::info!(running = running.len(), "shutting down: no new batches; waiting for the current ones");
-    let wait_all = futures::future::join_all(running.into_values());
-    if tokio::time::timeout(SHUTDOWN_GRACE, wait_all).await.is_err() {
-        tracing::warn!("batches still running after {}s; their transactions roll back", SHUTDOWN_GRACE.as_secs());
+    /// Shutdown: wait up to [`SHUTDOWN_GRACE`] for the running tasks.
+    async fn wait_for_running(self) {
+        tracing::info!(
+            running = self.running.len(),
+            "shutting down: no new batches; waiting for the current ones"
+        );
+        let wait_all = futures::future::join_all(self.running.into_values());
+        if tokio::time::timeout(SHUTDOWN_GRACE, wait_all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "batches still running after {}s; their transactions roll back",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-    ctx.metrics.up.set(0);
-    Ok(())
 }

@@ -76,17 +76,30 @@ pub async fn connect(config: &Config) -> Result<tokio_postgres::Client> {
     crate::db::connect_one(config.database_url()?, config.db_connect_timeout.0).await
 }
 
+/// The stores of the configuration.
+pub fn open_stores(config: &Config) -> Result<Stores> {
+    Stores::open(
+        config.store_url.as_deref(),
+        config.local_store_url.as_deref(),
+    )
+}
+
 /// The stores, then one connection: a bad store URL is reported without waiting on the database.
 pub async fn open(config: &Config) -> Result<(Stores, tokio_postgres::Client)> {
-    let stores = Stores::open(config)?;
+    let stores = open_stores(config)?;
     Ok((stores, connect(config).await?))
 }
 
 /// The context of the pipeline commands: pool, stores, metrics, and a cancellation token that
 /// SIGTERM and SIGINT cancel.
 pub async fn context(config: &Config) -> Result<Context> {
-    let stores = Stores::open(config)?;
-    let pool = crate::db::connect(config).await?;
+    let stores = open_stores(config)?;
+    let pool = crate::db::connect(
+        config.database_url()?,
+        config.db_connect_timeout.0,
+        config.db_pool_size,
+    )
+    .await?;
     crate::db::require_schema(&**pool.get().await?).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let c = cancel.clone();

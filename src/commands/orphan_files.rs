@@ -6,9 +6,8 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::duration::HumanDuration;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::orphans::files::{FilesOptions, FilesSummary};
-use crate::store::Stores;
 
 #[derive(Debug, Args)]
 pub struct OrphanFilesArgs {
@@ -25,12 +24,8 @@ pub struct OrphanFilesArgs {
 
 pub async fn run(a: OrphanFilesArgs, config: &Config) -> Result<()> {
     // Not `super::open`: a store that is not on local disk is refused before the database is tried.
-    let stores = Stores::open(config)?;
-    let root = stores
-        .local
-        .local_root()
-        .ok_or_else(|| Error::config("orphan-files works on a local-disk store: set local_store_url (or store_url) to a file:// URL"))?
-        .to_path_buf();
+    let stores = super::open_stores(config)?;
+    let root = stores.local_disk("orphan-files")?.to_path_buf();
     let client = super::connect(config).await?;
     let opts = FilesOptions { dry_run: a.dry_run, limit: a.limit, min_age: a.min_age.0 };
     let s = crate::orphans::files::orphan_files(&client, &root, &opts, |path, size| {

@@ -6,7 +6,6 @@ use clap::Args;
 use crate::config::Config;
 use crate::error::Result;
 use crate::seed::SeedOptions;
-use crate::store::Stores;
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
@@ -28,7 +27,11 @@ pub struct SeedArgs {
 }
 
 pub async fn run(a: SeedArgs, config: &Config) -> Result<()> {
-    let stores = if a.no_objects { None } else { Some(Stores::open(config)?) };
+    let stores = if a.no_objects {
+        None
+    } else {
+        Some(super::open_stores(config)?)
+    };
     let mut client = super::connect(config).await?;
     let opts = SeedOptions {
         seed: a.seed,

@@ -6,7 +6,6 @@ use clap::{Args, ValueEnum};
 use crate::config::Config;
 use crate::registry::{Limit, Task};
 use crate::error::{Error, Result};
-use crate::store::Stores;
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
 pub enum Format {
@@ -25,7 +24,11 @@ pub struct StatusArgs {
 }
 
 pub async fn run(a: StatusArgs, config: &Config) -> Result<()> {
-    let stores = if a.scan_store { Some(Stores::open(config)?) } else { None };
+    let stores = if a.scan_store {
+        Some(super::open_stores(config)?)
+    } else {
+        None
+    };
     let client = super::connect(config).await?;
     let stale_after = config.tasks[Task::StaleUploads].duration_limit(Task::StaleUploads, Limit::MaxAge);
     let s = crate::status::status(&client, stores.as_ref(), stale_after).await?;

@@ -6,43 +6,15 @@ pub mod conninfo;
 pub mod migrate;
 pub mod project;
 pub mod tls;
+pub mod url;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::Config;
 use crate::error::{describe_pg_error, Error, Result};
-
-/// Parse a PostgreSQL URL or libpq string with its TLS settings ([`tls`]), with an error that
-/// never repeats the string (it may hold a password). URLs that clients would split in different
-/// places are refused ([`conninfo::check_unambiguous`]).
-pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Tls), String> {
-    let is_url = conninfo::is_url(url);
-    if is_url {
-        let scheme = url.split_once("://").map_or("", |(s, _)| s);
-        if scheme != "postgres" && scheme != "postgresql" {
-            return Err(format!("scheme {scheme:?} is not postgres:// or postgresql://"));
-        }
-        conninfo::check_unambiguous(url)?;
-    } else if let (_, Some(e)) = conninfo::tokenize(url) {
-        return Err(match e.key {
-            Some(key) => format!("not a valid connection string: {} after keyword {:?}", e.what, conninfo::shown_key(key)),
-            None => format!("not a valid connection string: {} (write key=value pairs, or a postgres:// URL)", e.what),
-        });
-    }
-    let (rest, mut tls) = tls::split_url(url)?;
-    let mut cfg = tokio_postgres::Config::from_str(&rest)
-        .map_err(|e| format!("not a valid PostgreSQL URL: {}", conninfo::describe_parse_error(&e)))?;
-    if is_url {
-        cfg.ssl_mode(tls.mode);
-    } else {
-        tls.mode = cfg.get_ssl_mode();
-    }
-    Ok((cfg, tls))
-}
+pub use url::parse_url;
 
 /// `host:port/dbname` for messages: enough to find the server, never the password. The URL
 /// was checked by [`parse_url`], so the host is not a piece of a password; a host with an `@` or
@@ -100,15 +72,14 @@ pub async fn connect_one(url: &str, connect_timeout: Duration) -> Result<tokio_p
     Ok(client)
 }
 
-/// The pool, after checking once that the database answers.
-pub async fn connect(config: &Config) -> Result<Pool> {
-    let url = config.database_url()?;
-    let (cfg, tls) = pg_config(url, config.db_connect_timeout.0)?;
+/// A pool of up to `pool_size` connections, after checking once that the database answers.
+pub async fn connect(url: &str, connect_timeout: Duration, pool_size: usize) -> Result<Pool> {
+    let (cfg, tls) = pg_config(url, connect_timeout)?;
     let mgr = Manager::from_config(cfg.clone(), tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(mgr)
-        .max_size(config.db_pool_size)
-        .wait_timeout(Some(config.db_connect_timeout.0 * 3))
-        .create_timeout(Some(config.db_connect_timeout.0))
+        .max_size(pool_size)
+        .wait_timeout(Some(connect_timeout * 3))
+        .create_timeout(Some(connect_timeout))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| Error::other(format!("database pool: {e}")))?;

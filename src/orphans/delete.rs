@@ -393,6 +393,55 @@ impl Run<'_> {
         self.progress.summary = summary;
         self.finish(Pending { candidates, ..pending }).await
     }
+
+    /// Lines earlier runs failed to delete, first; the failures of this retry go to the back of
+    /// the list, for the next run. Until the progress is saved without them, they stay listed as
+    /// failed on disk, which makes them safe to retry after a crash, like a pending batch.
+    async fn retry_failed(&mut self) -> Result<()> {
+        let mut left = self.progress.failed.len();
+        while left > 0 {
+            let k = left.min(BATCH);
+            left -= k;
+            let candidates: Vec<Candidate> = self
+                .progress
+                .failed
+                .drain(..k)
+                .map(|f| Candidate {
+                    line: f.line,
+                    key: f.key,
+                    size: f.size,
+                    version: f.version,
+                })
+                .collect();
+            let (end_line, end_offset) = (self.progress.next_line, self.progress.next_offset);
+            self.resume(Pending {
+                end_line,
+                end_offset,
+                candidates,
+            })
+            .await?;
+            self.stop_if_failing()?;
+        }
+        Ok(())
+    }
+
+    /// The rest of the manifest, batch by batch.
+    async fn delete_from(&mut self, mut batches: Batches<'_>) -> Result<()> {
+        while let Some((lines, end_line, end_offset)) = batches.next(BATCH)? {
+            self.batch(&lines, end_line, end_offset).await?;
+            self.stop_if_failing()?;
+        }
+        Ok(())
+    }
+
+    /// Stop rather than go on against a failing store once [`MAX_FAILED`] deletions failed; the
+    /// failed lines are kept for the next run.
+    fn stop_if_failing(&self) -> Result<()> {
+        if self.progress.failed.len() >= MAX_FAILED {
+            return Err(too_many_failed(&self.progress));
+        }
+        Ok(())
+    }
 }
 
 /// Delete the objects of the manifest `opts.filename` (see the module documentation). With
@@ -407,28 +456,68 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
 
     let (out_path, ppath) = (output_path(&opts.filename), progress_path(&opts.filename));
     lock.sweep_temporaries(&ppath);
-    if opts.force_restart {
-        manifest::remove_if_exists(&ppath)?;
+    let progress = start_or_resume(opts, &scan, &out_path, &ppath)?;
+    if progress.complete {
+        tracing::info!(file = ?opts.filename, "deletion already complete; --force-restart starts over");
+        return Ok(progress.summary);
     }
-    let progress = match manifest::read_progress::<Progress>(&ppath)? {
-        Some(p) if p.format != FORMAT => {
-            return Err(Error::Input(format!(
-                "progress file {ppath:?} is from an older housekeep; add --force-restart to start over ({out_path:?} is kept)"
-            )));
-        }
+    let out = Output::open_at(&out_path, progress.out_len)?;
+    let mut run = Run {
+        client,
+        store,
+        concurrency: opts.concurrency,
+        ppath,
+        out,
+        progress,
+    };
+    run.progress.summary.lines = scan.lines;
+    run.progress.summary.duplicates = scan.duplicates.len() as u64;
+
+    if let Some(pending) = run.progress.pending.take() {
+        run.resume(pending).await?;
+    }
+    run.retry_failed().await?;
+    let batches = Batches::open(
+        &opts.filename,
+        run.progress.next_line,
+        run.progress.next_offset,
+        &scan,
+        store,
+    )?;
+    run.delete_from(batches).await?;
+    run.progress.complete = run.progress.failed.is_empty();
+    run.save()?;
+    Ok(run.progress.summary)
+}
+
+/// The progress of the deletion of the validated manifest `scan`: read back to resume (refused
+/// when from an older housekeep or another manifest), or recorded anew.
+fn start_or_resume(
+    opts: &DeleteOptions,
+    scan: &Scan,
+    out_path: &Path,
+    ppath: &Path,
+) -> Result<Progress> {
+    if opts.force_restart {
+        manifest::remove_if_exists(ppath)?;
+    }
+    match manifest::read_progress::<Progress>(ppath)? {
+        Some(p) if p.format != FORMAT => Err(Error::Input(format!(
+            "progress file {ppath:?} is from an older housekeep; add --force-restart to start over ({out_path:?} is kept)"
+        ))),
         Some(p) if p.manifest_len != scan.len || p.manifest_sha256 != scan.sha256 => {
-            return Err(Error::Input(format!(
+            Err(Error::Input(format!(
                 "{:?} changed since the deletion started ({} bytes, now {}); add --force-restart to start over ({out_path:?} is kept)",
                 opts.filename, p.manifest_len, scan.len
-            )));
+            )))
         }
-        Some(p) => p,
+        Some(p) => Ok(p),
         None => {
             // Lines earlier runs recorded stay: a restart appends after them, cutting only a
             // partial last line a crash may have left.
             let out_len = if opts.force_restart {
-                manifest::whole_lines_len(&out_path)?
-            } else if std::fs::metadata(&out_path).is_ok_and(|m| m.len() > 0) {
+                manifest::whole_lines_len(out_path)?
+            } else if std::fs::metadata(out_path).is_ok_and(|m| m.len() > 0) {
                 return Err(Error::Input(format!(
                     "{out_path:?} exists but has no progress file; add --force-restart to start over (its lines are kept)"
                 )));
@@ -447,53 +536,10 @@ pub async fn delete_orphans(client: &tokio_postgres::Client, store: &Store, opts
                 complete: false,
                 summary: DeleteSummary::default(),
             };
-            manifest::write_progress(&ppath, &p)?;
-            p
-        }
-    };
-    if progress.complete {
-        tracing::info!(file = ?opts.filename, "deletion already complete; --force-restart starts over");
-        return Ok(progress.summary);
-    }
-    let out = Output::open_at(&out_path, progress.out_len)?;
-    let mut run = Run { client, store, concurrency: opts.concurrency, ppath, out, progress };
-    run.progress.summary.lines = scan.lines;
-    run.progress.summary.duplicates = scan.duplicates.len() as u64;
-
-    if let Some(pending) = run.progress.pending.take() {
-        run.resume(pending).await?;
-    }
-
-    // Lines earlier runs failed to delete, first; the failures of this retry go to the back of
-    // the list, for the next run. Until the progress is saved without them, they stay listed as
-    // failed on disk, which makes them safe to retry after a crash, like a pending batch.
-    let mut left = run.progress.failed.len();
-    while left > 0 {
-        let k = left.min(BATCH);
-        left -= k;
-        let candidates: Vec<Candidate> = run
-            .progress
-            .failed
-            .drain(..k)
-            .map(|f| Candidate { line: f.line, key: f.key, size: f.size, version: f.version })
-            .collect();
-        let (end_line, end_offset) = (run.progress.next_line, run.progress.next_offset);
-        run.resume(Pending { end_line, end_offset, candidates }).await?;
-        if run.progress.failed.len() >= MAX_FAILED {
-            return Err(too_many_failed(&run.progress));
+            manifest::write_progress(ppath, &p)?;
+            Ok(p)
         }
     }
-
-    let mut batches = Batches::open(&opts.filename, run.progress.next_line, run.progress.next_offset, &scan, store)?;
-    while let Some((lines, end_line, end_offset)) = batches.next(BATCH)? {
-        run.batch(&lines, end_line, end_offset).await?;
-        if run.progress.failed.len() >= MAX_FAILED {
-            return Err(too_many_failed(&run.progress));
-        }
-    }
-    run.progress.complete = run.progress.failed.is_empty();
-    run.save()?;
-    Ok(run.progress.summary)
 }
 
 /// Validate and re-check; hand each object that would be deleted (full key, size) to

@@ -96,12 +96,76 @@ pub fn progress_path(file: &Path) -> PathBuf {
 }
 
 
+/// List the orphans of `store` into `opts.filename`, resuming where an earlier run stopped (see
+/// the module documentation).
 pub async fn list_orphans(
     client: &tokio_postgres::Client,
     store: &Store,
     opts: &ListOptions,
     progress_bar: Option<indicatif::ProgressBar>,
 ) -> Result<ListSummary> {
+    refuse_uploads_in_flight(client, opts).await?;
+    // One process per manifest: a second one (or a delete-orphans of FILE) is refused here.
+    let lock = manifest::lock(&opts.filename, "list-orphans")?;
+    let args = format!(
+        "store={} min_age={}s shard={}",
+        store.url(),
+        opts.min_age.as_secs(),
+        opts.shard
+    );
+    let ppath = progress_path(&opts.filename);
+    lock.sweep_temporaries(&ppath);
+    let progress = start_or_resume(opts, &ppath, args)?;
+    if progress.complete {
+        tracing::info!(file = ?opts.filename, "listing already complete; --force-restart starts over");
+        return Ok(progress.summary);
+    }
+    let out = Output::open_at(&opts.filename, progress.file_len)?;
+    // Unsharded, the whole prefix is one listing (fewest requests); sharded, one per directory.
+    let dirs = if opts.shard.count == 1 {
+        vec![String::new()]
+    } else {
+        opts.shard.dirs()
+    };
+    let cutoff: DateTime<Utc> =
+        Utc::now() - chrono::Duration::from_std(opts.min_age).unwrap_or(chrono::Duration::MAX);
+
+    let (pages, lister) = spawn_lister(
+        store,
+        dirs.clone(),
+        progress.dir_index,
+        progress.after.clone(),
+    );
+    let mut listing = Listing {
+        out,
+        ppath,
+        progress,
+        last_commit: std::time::Instant::now(),
+        csv: manifest::CsvLines::default(),
+    };
+    let checked = checked_pages(pages, client, store, cutoff);
+    futures::pin_mut!(checked);
+    while let Some(page) = checked.next().await {
+        listing.record(page?)?;
+        if let Some(p) = &progress_bar {
+            p.set_position(listing.progress.dir_index as u64);
+            p.set_message(format!(
+                "{} scanned, {} orphans",
+                listing.progress.summary.scanned, listing.progress.summary.orphans
+            ));
+        }
+    }
+    lister
+        .await
+        .map_err(|e| Error::other(format!("listing task failed: {e}")))?;
+    listing.finish(dirs.len())
+}
+
+/// On a live GitLab database, refuse a `--min-age` below GitLab's stale-upload window.
+async fn refuse_uploads_in_flight(
+    client: &tokio_postgres::Client,
+    opts: &ListOptions,
+) -> Result<()> {
     let mode = crate::db::require_schema(client).await?;
     if mode == crate::db::migrate::Mode::Gitlab && opts.min_age < STALE_UPLOAD_WINDOW {
         // GitLab keeps pending direct uploads in Redis, which housekeep does not read: an upload
@@ -112,24 +176,22 @@ pub async fn list_orphans(
             opts.min_age.as_secs()
         )));
     }
-    // One process per manifest: a second one (or a delete-orphans of FILE) is refused here.
-    let lock = manifest::lock(&opts.filename, "list-orphans")?;
-    let args = format!("store={} min_age={}s shard={}", store.url(), opts.min_age.as_secs(), opts.shard);
-    let ppath = progress_path(&opts.filename);
-    lock.sweep_temporaries(&ppath);
+    Ok(())
+}
+
+/// The progress of a listing started with `args`: read back to resume, or recorded anew (FILE
+/// emptied first with `--force-restart`).
+fn start_or_resume(opts: &ListOptions, ppath: &Path, args: String) -> Result<Progress> {
     if opts.force_restart {
-        manifest::remove_if_exists(&ppath)?;
+        manifest::remove_if_exists(ppath)?;
         std::fs::write(&opts.filename, b"").map_err(|e| Error::Other(format!("{:?}: {e}", opts.filename)))?;
     }
-    let mut progress = match manifest::read_progress::<Progress>(&ppath)? {
-        Some(p) if p.args != args => {
-            return Err(Error::Input(format!(
-                "{:?} was started with other arguments ({}); run with the same ones to resume, or add --force-restart",
-                opts.filename,
-                p.args
-            )));
-        }
-        Some(p) => p,
+    match manifest::read_progress::<Progress>(ppath)? {
+        Some(p) if p.args != args => Err(Error::Input(format!(
+            "{:?} was started with other arguments ({}); run with the same ones to resume, or add --force-restart",
+            opts.filename, p.args
+        ))),
+        Some(p) => Ok(p),
         None => {
             if opts.filename.exists() && std::fs::metadata(&opts.filename).map(|m| m.len() > 0).unwrap_or(false) {
                 return Err(Error::Input(format!(
@@ -139,113 +201,191 @@ pub async fn list_orphans(
             }
             // Recorded before the first line is written, so a crash at any point leaves a progress file.
             let p = Progress { args, dir_index: 0, after: None, file_len: 0, complete: false, summary: ListSummary::default() };
-            manifest::write_progress(&ppath, &p)?;
-            p
+            manifest::write_progress(ppath, &p)?;
+            Ok(p)
         }
-    };
-    if progress.complete {
-        tracing::info!(file = ?opts.filename, "listing already complete; --force-restart starts over");
-        return Ok(progress.summary);
     }
-    let mut out = Output::open_at(&opts.filename, progress.file_len)?;
-    // Unsharded, the whole prefix is one listing (fewest requests); sharded, one per directory.
-    let dirs = if opts.shard.count == 1 { vec![String::new()] } else { opts.shard.dirs() };
-    let cutoff: DateTime<Utc> = Utc::now() - chrono::Duration::from_std(opts.min_age).unwrap_or(chrono::Duration::MAX);
+}
 
-    // The lister runs ahead by at most two pages.
-    let (tx, mut rx) = mpsc::channel::<Result<(usize, Vec<ObjectMeta>, bool)>>(2);
-    let lister = {
-        let store = store.clone();
-        let dirs = dirs.clone();
-        let (start_dir, after) = (progress.dir_index, progress.after.clone());
-        tokio::spawn(async move {
-            for (i, dir) in dirs.iter().enumerate().skip(start_dir) {
-                let after = if i == start_dir { after.clone() } else { None };
-                let mut stream = store.list_final(dir, after.as_deref());
-                let mut page = Vec::with_capacity(PAGE);
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(meta) => {
-                            page.push(meta);
-                            if page.len() == PAGE && tx.send(Ok((i, std::mem::take(&mut page), false))).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
+/// Up to [`PAGE`] listed objects of the directory `dir_index`; `dir_done` on its last page.
+struct Page {
+    dir_index: usize,
+    objects: Vec<ObjectMeta>,
+    dir_done: bool,
+}
+
+/// A page once checked against the database.
+struct CheckedPage {
+    dir_index: usize,
+    dir_done: bool,
+    /// The page's last listed key, where a resume starts after.
+    last: Option<String>,
+    /// `@final` objects on the page.
+    scanned: u64,
+    /// (full key, size) of the orphans, in listing order.
+    orphans: Vec<(String, u64)>,
+}
+
+/// List the directories from `start_dir` (after the key `after` in that one) in a task that runs
+/// ahead of the checks by at most two pages.
+fn spawn_lister(
+    store: &Store,
+    dirs: Vec<String>,
+    start_dir: usize,
+    after: Option<String>,
+) -> (mpsc::Receiver<Result<Page>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<Result<Page>>(2);
+    let store = store.clone();
+    let lister = tokio::spawn(async move {
+        for (i, dir) in dirs.iter().enumerate().skip(start_dir) {
+            let after = if i == start_dir { after.clone() } else { None };
+            if !send_pages(&store, &tx, i, dir, after.as_deref()).await {
+                return;
+            }
+        }
+    });
+    (rx, lister)
+}
+
+/// Send the pages of one directory; false when the listing must stop (an error was sent, or
+/// the receiving side is gone).
+async fn send_pages(
+    store: &Store,
+    tx: &mpsc::Sender<Result<Page>>,
+    dir_index: usize,
+    dir: &str,
+    after: Option<&str>,
+) -> bool {
+    let mut stream = store.list_final(dir, after);
+    let mut objects = Vec::with_capacity(PAGE);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(meta) => {
+                objects.push(meta);
+                if objects.len() == PAGE {
+                    let page = Page {
+                        dir_index,
+                        objects: std::mem::take(&mut objects),
+                        dir_done: false,
+                    };
+                    if tx.send(Ok(page)).await.is_err() {
+                        return false;
                     }
                 }
-                if tx.send(Ok((i, page, true))).await.is_err() {
-                    return;
-                }
             }
-        })
-    };
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return false;
+            }
+        }
+    }
+    tx.send(Ok(Page {
+        dir_index,
+        objects,
+        dir_done: true,
+    }))
+    .await
+    .is_ok()
+}
 
-    let mut last_commit = std::time::Instant::now();
-    let mut csv = manifest::CsvLines::default();
-    // Pages are parsed and checked against the database two at a time (queries pipeline on the
-    // connection); results come back in listing order.
-    let checked = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-        .map(|msg| async move {
-            let (dir_index, page, dir_done) = msg?;
-            let mut scanned = 0u64;
-            let mut finals: Vec<(String, String, u64)> = Vec::new(); // (full key, relative key, size)
-            for meta in &page {
-                let full = meta.location.to_string();
-                let Some(rel) = store.relative(&full) else { continue };
-                if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
-                    continue;
-                }
-                scanned += 1;
-                if meta.last_modified < cutoff {
-                    let rel = rel.to_string();
-                    finals.push((full, rel, meta.size));
-                }
-            }
-            let rels: Vec<&str> = finals.iter().map(|(_, r, _)| r.as_str()).collect();
-            let orphans = super::unreferenced(client, &rels).await?;
-            finals.retain(|(_, rel, _)| orphans.contains(rel));
-            let last = page.last().map(|m| m.location.to_string());
-            Ok::<_, Error>((dir_index, dir_done, last, scanned, finals))
-        })
-        .buffered(2);
-    futures::pin_mut!(checked);
-    while let Some(result) = checked.next().await {
-        let (dir_index, dir_done, last, scanned, orphans) = result?;
-        progress.summary.scanned += scanned;
-        for (full, _, size) in &orphans {
-            out.append(&csv.line(&[full, &size.to_string()]))?;
+/// Pages are parsed and checked against the database two at a time (queries pipeline on the
+/// connection); results come back in listing order.
+fn checked_pages<'a>(
+    mut pages: mpsc::Receiver<Result<Page>>,
+    client: &'a tokio_postgres::Client,
+    store: &'a Store,
+    cutoff: DateTime<Utc>,
+) -> impl futures::Stream<Item = Result<CheckedPage>> + 'a {
+    futures::stream::poll_fn(move |cx| pages.poll_recv(cx))
+        .map(move |page| async move { check_page(client, store, cutoff, page?).await })
+        .buffered(2)
+}
+
+/// The `@final` objects of a page older than `cutoff` that nothing in the database references.
+async fn check_page(
+    client: &tokio_postgres::Client,
+    store: &Store,
+    cutoff: DateTime<Utc>,
+    page: Page,
+) -> Result<CheckedPage> {
+    let mut scanned = 0u64;
+    let mut finals: Vec<(String, String, u64)> = Vec::new(); // (full key, relative key, size)
+    for meta in &page.objects {
+        let full = meta.location.to_string();
+        let Some(rel) = store.relative(&full) else {
+            continue;
+        };
+        if !matches!(layout::parse(rel), Ok(layout::Key::Final { .. })) {
+            continue;
+        }
+        scanned += 1;
+        if meta.last_modified < cutoff {
+            let rel = rel.to_string();
+            finals.push((full, rel, meta.size));
+        }
+    }
+    let rels: Vec<&str> = finals.iter().map(|(_, r, _)| r.as_str()).collect();
+    let unreferenced = super::unreferenced(client, &rels).await?;
+    let orphans = finals
+        .into_iter()
+        .filter(|(_, rel, _)| unreferenced.contains(rel))
+        .map(|(full, _, size)| (full, size))
+        .collect();
+    let last = page.objects.last().map(|m| m.location.to_string());
+    Ok(CheckedPage {
+        dir_index: page.dir_index,
+        dir_done: page.dir_done,
+        last,
+        scanned,
+        orphans,
+    })
+}
+
+/// FILE and its progress while the listing runs.
+struct Listing {
+    out: Output,
+    ppath: PathBuf,
+    progress: Progress,
+    last_commit: std::time::Instant,
+    csv: manifest::CsvLines,
+}
+
+impl Listing {
+    /// Append a checked page's orphans and move the position past it; commit now and then.
+    fn record(&mut self, page: CheckedPage) -> Result<()> {
+        let progress = &mut self.progress;
+        progress.summary.scanned += page.scanned;
+        for (full, size) in &page.orphans {
+            self.out
+                .append(&self.csv.line(&[full, &size.to_string()]))?;
             progress.summary.orphans += 1;
             progress.summary.bytes += size;
         }
-        if dir_done {
-            progress.dir_index = dir_index + 1;
+        if page.dir_done {
+            progress.dir_index = page.dir_index + 1;
             progress.after = None;
         } else {
-            progress.dir_index = dir_index;
-            progress.after = last;
+            progress.dir_index = page.dir_index;
+            progress.after = page.last;
         }
         // Commit (fsync FILE, then the progress) at most every COMMIT_EVERY: each commit costs
         // three fsyncs, and a resume only redoes the pages since the last one.
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            progress.file_len = out.sync()?;
-            manifest::write_progress(&ppath, &progress)?;
-            last_commit = std::time::Instant::now();
+        if self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.progress.file_len = self.out.sync()?;
+            manifest::write_progress(&self.ppath, &self.progress)?;
+            self.last_commit = std::time::Instant::now();
         }
-        if let Some(p) = &progress_bar {
-            p.set_position(progress.dir_index as u64);
-            p.set_message(format!("{} scanned, {} orphans", progress.summary.scanned, progress.summary.orphans));
-        }
+        Ok(())
     }
-    lister.await.map_err(|e| Error::other(format!("listing task failed: {e}")))?;
-    progress.file_len = out.sync()?;
-    progress.complete = true;
-    progress.dir_index = dirs.len();
-    manifest::write_progress(&ppath, &progress)?;
-    Ok(progress.summary)
+
+    /// The last commit, marking the listing complete.
+    fn finish(mut self, dirs: usize) -> Result<ListSummary> {
+        self.progress.file_len = self.out.sync()?;
+        self.progress.complete = true;
+        self.progress.dir_index = dirs;
+        manifest::write_progress(&self.ppath, &self.progress)?;
+        Ok(self.progress.summary)
+    }
 }
 
 

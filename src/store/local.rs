@@ -60,6 +60,11 @@ enum Resolve {
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 const DIR_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+/// Directories a listing reads: never through a link.
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 impl LocalRoot {
     pub fn open(path: &Path) -> std::io::Result<LocalRoot> {
@@ -177,68 +182,32 @@ impl LocalRoot {
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).flat_map(futures::stream::iter).boxed()
     }
 
-    fn walk(&self, under: Option<&str>, offset: Option<&str>, out: &mut Sink, chunk: usize) -> Result<()> {
-        let read_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fail = |what: &str, e: Errno| Error::Store(format!("listing {}: {what}: {e}", self.path.display()));
-        // The starting directory, opened level by level without following links.
-        let mut start: OwnedFd = rustix::fs::openat(&self.fd, ".", read_flags, Mode::empty()).map_err(|e| fail(".", e))?;
-        let start_key = under.unwrap_or("").to_string();
-        if let Some(under) = under {
-            for seg in under.split('/') {
-                match rustix::fs::openat(&start, seg, read_flags, Mode::empty()) {
-                    Ok(fd) => start = fd,
-                    Err(Errno::NOENT) => return Ok(()),
-                    Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
-                        if let Ok(st) = rustix::fs::statat(&start, seg, AtFlags::SYMLINK_NOFOLLOW)
-                            && FileType::from_raw_mode(st.st_mode) == FileType::Symlink
-                        {
-                            tracing::warn!(key = ?under, "listing skipped: the directory passes through a symbolic link, which housekeep never follows");
-                            return Ok(());
-                        }
-                        if e == Errno::NOTDIR {
-                            return Ok(());
-                        }
-                        return Err(fail(under, e));
-                    }
-                    Err(e) => return Err(fail(under, e)),
-                }
-            }
-        }
+    fn walk(
+        &self,
+        under: Option<&str>,
+        offset: Option<&str>,
+        out: &mut Sink,
+        chunk: usize,
+    ) -> Result<()> {
+        let Some(start) = self.open_start(under)? else {
+            return Ok(());
+        };
         // Depth first; a directory's descriptor lives as long as a child of it waits on the stack.
-        let mut stack: Vec<(Arc<OwnedFd>, Option<String>, String)> = vec![(Arc::new(start), None, start_key)];
+        let mut stack: Vec<(Arc<OwnedFd>, Option<String>, String)> =
+            vec![(Arc::new(start), None, under.unwrap_or("").to_string())];
         while let Some((parent, name, key)) = stack.pop() {
             let fd = match &name {
                 None => parent,
-                Some(n) => match rustix::fs::openat(&*parent, n.as_str(), read_flags, Mode::empty()) {
-                    Ok(fd) => Arc::new(fd),
-                    // Gone since it was read, or replaced by a link: either way nothing to list.
-                    Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => continue,
-                    Err(e) => return Err(fail(&key, e)),
-                },
+                Some(n) => {
+                    match rustix::fs::openat(&*parent, n.as_str(), READ_FLAGS, Mode::empty()) {
+                        Ok(fd) => Arc::new(fd),
+                        // Gone since it was read, or replaced by a link: either way nothing to list.
+                        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => continue,
+                        Err(e) => return Err(self.listing_failed(&key, e)),
+                    }
+                }
             };
-            let mut entries: Vec<(String, FileType)> = Vec::new();
-            for entry in Dir::read_from(&*fd).map_err(|e| fail(&key, e))? {
-                let entry = entry.map_err(|e| fail(&key, e))?;
-                let raw: &CStr = entry.file_name();
-                let bytes = raw.to_bytes();
-                if bytes == b"." || bytes == b".." {
-                    continue;
-                }
-                let Ok(name) = std::str::from_utf8(bytes) else {
-                    tracing::warn!(dir = ?key, name = ?String::from_utf8_lossy(bytes), "listing skipped a name that is not UTF-8");
-                    continue;
-                };
-                let mut ft = entry.file_type();
-                if ft == FileType::Unknown {
-                    ft = match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => FileType::from_raw_mode(st.st_mode),
-                        Err(_) => continue,
-                    };
-                }
-                entries.push((name.to_string(), ft));
-            }
-            entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-            for (name, ft) in entries {
+            for (name, ft) in self.entries(&fd, &key)? {
                 let child = if key.is_empty() { name.clone() } else { format!("{key}/{name}") };
                 match ft {
                     FileType::Directory => {
@@ -252,26 +221,10 @@ impl LocalRoot {
                         if offset.is_some_and(|o| child.as_str() <= o) || is_staging_file(&name) {
                             continue;
                         }
-                        let Ok(location) = object_store::path::Path::parse(&child) else {
-                            tracing::warn!(key = ?child, "listing skipped a file whose name is not a valid object key");
+                        let Some(meta) = self.object(&fd, &name, child)? else {
                             continue;
                         };
-                        let st = match rustix::fs::statat(&*fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                            Ok(st) => st,
-                            Err(Errno::NOENT) => continue,
-                            Err(e) => return Err(fail(&child, e)),
-                        };
-                        let last_modified = Utc
-                            .timestamp_opt(st.st_mtime as i64, st.st_mtime_nsec as u32)
-                            .single()
-                            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-                        out.chunk.push(Ok(ObjectMeta {
-                            location,
-                            last_modified,
-                            size: st.st_size.max(0) as u64,
-                            e_tag: None,
-                            version: None,
-                        }));
+                        out.chunk.push(Ok(meta));
                         if out.chunk.len() >= chunk && !out.flush() {
                             return Ok(());
                         }
@@ -284,6 +237,94 @@ impl LocalRoot {
             }
         }
         Ok(())
+    }
+
+    fn listing_failed(&self, what: &str, e: Errno) -> Error {
+        Error::Store(format!("listing {}: {what}: {e}", self.path.display()))
+    }
+
+    /// The directory a listing starts from (the root, or `under` below it), opened level by
+    /// level without following links; None when there is nothing to list (missing, not a
+    /// directory, or through a symbolic link, which is skipped with a warning).
+    fn open_start(&self, under: Option<&str>) -> Result<Option<OwnedFd>> {
+        let mut start: OwnedFd = rustix::fs::openat(&self.fd, ".", READ_FLAGS, Mode::empty())
+            .map_err(|e| self.listing_failed(".", e))?;
+        let Some(under) = under else {
+            return Ok(Some(start));
+        };
+        for seg in under.split('/') {
+            match rustix::fs::openat(&start, seg, READ_FLAGS, Mode::empty()) {
+                Ok(fd) => start = fd,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                    if let Ok(st) = rustix::fs::statat(&start, seg, AtFlags::SYMLINK_NOFOLLOW)
+                        && FileType::from_raw_mode(st.st_mode) == FileType::Symlink
+                    {
+                        tracing::warn!(key = ?under, "listing skipped: the directory passes through a symbolic link, which housekeep never follows");
+                        return Ok(None);
+                    }
+                    if e == Errno::NOTDIR {
+                        return Ok(None);
+                    }
+                    return Err(self.listing_failed(under, e));
+                }
+                Err(e) => return Err(self.listing_failed(under, e)),
+            }
+        }
+        Ok(Some(start))
+    }
+
+    /// The entries of the directory `fd` (key `key`) with their types, in reverse name order so
+    /// that the stack pops them in order; names that are not UTF-8 are skipped with a warning.
+    fn entries(&self, fd: &OwnedFd, key: &str) -> Result<Vec<(String, FileType)>> {
+        let mut entries: Vec<(String, FileType)> = Vec::new();
+        for entry in Dir::read_from(fd).map_err(|e| self.listing_failed(key, e))? {
+            let entry = entry.map_err(|e| self.listing_failed(key, e))?;
+            let raw: &CStr = entry.file_name();
+            let bytes = raw.to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(bytes) else {
+                tracing::warn!(dir = ?key, name = ?String::from_utf8_lossy(bytes), "listing skipped a name that is not UTF-8");
+                continue;
+            };
+            let mut ft = entry.file_type();
+            if ft == FileType::Unknown {
+                ft = match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => FileType::from_raw_mode(st.st_mode),
+                    Err(_) => continue,
+                };
+            }
+            entries.push((name.to_string(), ft));
+        }
+        entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        Ok(entries)
+    }
+
+    /// The object of the regular file `name` in the directory `fd`, whose key is `key`; None when
+    /// the name is not a valid key (skipped with a warning) or the file is gone.
+    fn object(&self, fd: &OwnedFd, name: &str, key: String) -> Result<Option<ObjectMeta>> {
+        let Ok(location) = object_store::path::Path::parse(&key) else {
+            tracing::warn!(key = ?key, "listing skipped a file whose name is not a valid object key");
+            return Ok(None);
+        };
+        let st = match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(self.listing_failed(&key, e)),
+        };
+        let last_modified = Utc
+            .timestamp_opt(st.st_mtime as i64, st.st_mtime_nsec as u32)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Ok(Some(ObjectMeta {
+            location,
+            last_modified,
+            size: st.st_size.max(0) as u64,
+            e_tag: None,
+            version: None,
+        }))
     }
 }
 

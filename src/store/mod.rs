@@ -13,6 +13,7 @@ pub mod layout;
 mod walk;
 mod listing;
 pub mod local;
+pub mod url;
 
 use std::sync::Arc;
 
@@ -22,8 +23,9 @@ use object_store::list::PaginatedListStore;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::config::{redact_url, Config};
+use crate::db::conninfo::redact as redact_url;
 use crate::error::{Error, Result};
+pub use url::StoreUrl;
 
 /// S3 DeleteObjects takes at most 1,000 keys a request.
 pub const BULK_DELETE_MAX: usize = 1000;
@@ -41,57 +43,6 @@ pub fn retry_config() -> object_store::RetryConfig {
         },
         max_retries: 5,
         retry_timeout: std::time::Duration::from_secs(20),
-    }
-}
-
-/// A parsed store URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    Local { root: std::path::PathBuf },
-    S3 { bucket: String, prefix: String },
-    Gcs { bucket: String, prefix: String },
-    Azure { container: String, prefix: String },
-}
-
-impl StoreUrl {
-    pub fn parse(s: &str) -> std::result::Result<StoreUrl, String> {
-        let shown = redact_url(s);
-        // Checked before parsing, which would resolve the dot segments away.
-        if let Some((_, rest)) = s.split_once("://")
-            && rest.split('/').any(|seg| seg == ".." || seg == ".") {
-                return Err(format!("\"{shown}\" has a . or .. segment"));
-            }
-        let url = url::Url::parse(s).map_err(|e| format!("\"{shown}\" is not a URL ({e})"))?;
-        let bucket = || -> std::result::Result<String, String> {
-            match url.host_str() {
-                Some(b) if !b.is_empty() => Ok(b.to_string()),
-                _ => Err(format!("\"{shown}\" names no bucket; write {}://bucket[/prefix]", url.scheme())),
-            }
-        };
-        let prefix = || -> std::result::Result<String, String> {
-            // The URL keeps the prefix percent-encoded; keys use it as written.
-            let p = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
-                .decode_utf8()
-                .map_err(|_| format!("prefix of \"{shown}\" is not UTF-8"))?
-                .into_owned();
-            if !p.is_empty() {
-                layout::check_segments(&p).map_err(|e| format!("prefix of \"{shown}\": {e}"))?;
-            }
-            Ok(p)
-        };
-        match url.scheme() {
-            "file" => {
-                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
-                    return Err(format!("\"{shown}\" has a host; write file:///absolute/path"));
-                }
-                let root = url.to_file_path().map_err(|_| format!("\"{shown}\" is not a file:///absolute/path"))?;
-                Ok(StoreUrl::Local { root })
-            }
-            "s3" | "s3a" => Ok(StoreUrl::S3 { bucket: bucket()?, prefix: prefix()? }),
-            "gs" => Ok(StoreUrl::Gcs { bucket: bucket()?, prefix: prefix()? }),
-            "az" | "azure" | "abfs" | "abfss" => Ok(StoreUrl::Azure { container: bucket()?, prefix: prefix()? }),
-            other => Err(format!("scheme \"{other}\" is not one of file://, s3://, gs://, az://")),
-        }
     }
 }
 
@@ -364,9 +315,10 @@ pub struct Stores {
 }
 
 impl Stores {
-    pub fn open(config: &Config) -> Result<Stores> {
-        let remote = config.store_url.as_deref().map(Store::open).transpose()?;
-        let local = config.local_store_url.as_deref().map(Store::open).transpose()?;
+    /// The stores of `store_url` (remote) and `local_store_url` (local).
+    pub fn open(store_url: Option<&str>, local_store_url: Option<&str>) -> Result<Stores> {
+        let remote = store_url.map(Store::open).transpose()?;
+        let local = local_store_url.map(Store::open).transpose()?;
         match (remote, local) {
             (Some(r), Some(l)) => Ok(Stores { remote: r, local: l }),
             (Some(r), None) => Ok(Stores { local: r.clone(), remote: r }),
@@ -381,35 +333,21 @@ impl Stores {
     pub fn for_file_store(&self, file_store: i16) -> &Store {
         if file_store == 1 { &self.local } else { &self.remote }
     }
+
+    /// The directory of the local store, for `command`, which works on its files directly;
+    /// refused, naming `command`, when that store is not on local disk.
+    pub fn local_disk(&self, command: &str) -> Result<&std::path::Path> {
+        self.local.local_root().ok_or_else(|| {
+            Error::config(format!(
+                "{command} works on a local-disk store: set local_store_url (or store_url) to a file:// URL"
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_store_urls() {
-        assert_eq!(
-            StoreUrl::parse("s3://bucket/some/prefix/").unwrap(),
-            StoreUrl::S3 { bucket: "bucket".into(), prefix: "some/prefix".into() }
-        );
-        assert_eq!(
-            StoreUrl::parse("s3://b/we,ird \"pré\"fix").unwrap(),
-            StoreUrl::S3 { bucket: "b".into(), prefix: "we,ird \"pré\"fix".into() }
-        );
-        assert_eq!(StoreUrl::parse("gs://b").unwrap(), StoreUrl::Gcs { bucket: "b".into(), prefix: String::new() });
-        assert_eq!(
-            StoreUrl::parse("az://c/p").unwrap(),
-            StoreUrl::Azure { container: "c".into(), prefix: "p".into() }
-        );
-        assert_eq!(
-            StoreUrl::parse("file:///var/opt/artifacts").unwrap(),
-            StoreUrl::Local { root: "/var/opt/artifacts".into() }
-        );
-        for bad in ["ftp://x", "s3://", "s3://b/a/../c", "file://host/x", "not a url", "/var/opt"] {
-            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn full_and_relative_keys() {
