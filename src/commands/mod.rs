@@ -129,6 +129,7 @@ pub fn outcome_to_result(report: &Report) -> Result<()> {
         Outcome::Partial => Err(Error::Partial(format!("{}: some items failed and will be retried", report.task))),
         Outcome::Interrupted => Err(Error::Interrupted),
         Outcome::Success | Outcome::Skipped => Ok(()),
+        Outcome::Failure => Err(Error::other(format!("{}: the run failed", report.task))),
     }
 }
 

@@ -15,6 +15,9 @@ pub enum Outcome {
     Partial,
     /// Shutdown was requested mid-run; the work done is kept.
     Interrupted,
+    /// The run stopped on an error (the report is replaced by the error; only metrics and
+    /// `housekeep.runs` record this outcome).
+    Failure,
 }
 
 impl Outcome {
@@ -25,6 +28,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Partial => "partial",
             Outcome::Interrupted => "interrupted",
+            Outcome::Failure => "failure",
         }
     }
 
@@ -34,6 +38,7 @@ impl Outcome {
             Outcome::Skipped => "skipped, another run holds the lock",
             Outcome::Partial => "finished with failures",
             Outcome::Interrupted => "interrupted",
+            Outcome::Failure => "failed",
         }
     }
 }

@@ -113,17 +113,14 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
     let started = Instant::now();
     let result = run_locked(ctx, task, &opts, started).await;
     let m = &ctx.metrics;
-    let outcome = match &result {
-        Ok(report) => report.outcome.label(),
-        Err(_) => "failure",
-    };
-    m.task_runs.with_label_values(&[task.name(), outcome]).inc();
-    if outcome == "skipped" {
+    let outcome = result.as_ref().map_or(Outcome::Failure, |r| r.outcome);
+    m.task_runs.with_label_values(&[task.name(), outcome.label()]).inc();
+    if outcome == Outcome::Skipped {
         return result;
     }
     let seconds = started.elapsed().as_secs_f64();
     m.task_duration.with_label_values(&[task.name()]).observe(seconds);
-    if !opts.dry_run && matches!(outcome, "success" | "partial") {
+    if !opts.dry_run && matches!(outcome, Outcome::Success | Outcome::Partial) {
         m.task_last_success.with_label_values(&[task.name()]).set(chrono::Utc::now().timestamp() as f64);
     }
     if let Err(e) = backlog::refresh(ctx).await {
@@ -132,7 +129,7 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
     match result {
         Ok(mut report) => {
             report.seconds = seconds;
-            tracing::info!(task = task.name(), run_id = report.run_id, outcome, counts = ?report.stats.counts(), seconds, "run finished");
+            tracing::info!(task = task.name(), run_id = report.run_id, outcome = outcome.label(), counts = ?report.stats.counts(), seconds, "run finished");
             Ok(report)
         }
         Err(e) => {
@@ -214,10 +211,7 @@ async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Insta
         Err(panic) => Err(Error::other(format!("the {task} run panicked ({}); it was stopped and its lock released", panic_message(&*panic)))),
     };
     report.seconds = started.elapsed().as_secs_f64();
-    let outcome = match &result {
-        Ok(()) => report.outcome.label(),
-        Err(_) => "failure",
-    };
+    let outcome = if result.is_ok() { report.outcome } else { Outcome::Failure }.label();
     let stats = serde_json::to_value(&report.stats).unwrap_or_default();
     if let Err(e) = lock_conn.execute(FINISH_RUN, &[&run_id, &outcome, &stats]).await {
         tracing::warn!(task = task.name(), run_id, error = %e, "could not record the end of the run");
