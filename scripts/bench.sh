@@ -431,7 +431,7 @@ bench_expire() {
         R=$(rate "$EXPIRE_ROWS" "$T")
         Q=$(ratio "$R" "$R_SQL")
         result expire "batch $B: housekeep run expire ($mode)" "$R rows/s" "$LOAD" "" ""
-        result expire "batch $B: ratio to the statement ($mode)" "$Q" "" "≥ 0.8" "$(verdict ge "$Q" 0.8)"
+        result expire "batch $B: ratio to the statement ($mode)" "$Q" "" "≥ 0.9" "$(verdict ge "$Q" 0.9)"
         result memory "expire, $EXPIRE_ROWS rows, batch $B ($mode): peak RSS" "$RSS MB" "" "< 100 MB" "$(verdict lt "$RSS" 100)"
         if [ "$mode" = warn ] && wants memory && [ -z "$MEM_DB" ]; then
           drop_db expire_done
@@ -566,7 +566,7 @@ bench_s3() {
     Q=$(ratio "$2" "$R_BULK")
     Q1=$(ratio "$2" "$R_ONE")
     result s3 "housekeep run delete-objects ($1, $3)" "$2 objects/s" "$4" "" ""
-    result s3 "ratio to raw bulk ($1)" "$Q" "" "≥ 0.8" "$(verdict ge "$Q" 0.8)"
+    result s3 "ratio to raw bulk ($1)" "$Q" "" "≥ 0.9" "$(verdict ge "$Q" 0.9)"
     result s3 "ratio to one per request ($1)" "$Q1" "" "≥ 10" "$(verdict ge "$Q1" 10)"
   done
 }
