@@ -434,12 +434,12 @@ fn validate(l: &Loaded) -> Result<()> {
     let c = &l.config;
     let err = |key: &str, msg: String| Error::config(format!("{key} (from {}): {msg}", l.source_of(key)));
     if let Some(url) = &c.database_url {
-        parse_url(url).map_err(|m| err("database_url", m))?;
+        parse_url(url).map_err(|e| err("database_url", e.to_string()))?;
     }
     for key in ["store_url", "local_store_url"] {
         let v = if key == "store_url" { &c.store_url } else { &c.local_store_url };
         if let Some(url) = v {
-            let parsed = StoreUrl::parse(url).map_err(|m| err(key, m))?;
+            let parsed = StoreUrl::parse(url).map_err(|e| err(key, e.to_string()))?;
             if key == "local_store_url" && !matches!(parsed, StoreUrl::Local { .. }) {
                 return Err(err(key, format!("\"{}\" must be a file:// URL", redact_url(url))));
             }
@@ -468,7 +468,7 @@ fn validate(l: &Loaded) -> Result<()> {
     for (task, t) in c.tasks.iter() {
         let name = task.name();
         let key = |k: &str| format!("tasks.{name}.{k}");
-        t.schedule.parse::<Schedule>().map_err(|m| err(&key("schedule"), m))?;
+        t.schedule.parse::<Schedule>().map_err(|e| err(&key("schedule"), e.to_string()))?;
         within(&key("batch_size"), t.batch_size, BATCH_SIZE)?;
         positive(&key("time_budget"), t.time_budget)?;
         // A limit set on a task that does not read it would be silently ignored.

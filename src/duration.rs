@@ -25,24 +25,44 @@ impl HumanDuration {
     }
 }
 
+/// Why a duration was refused; each names the text as written (trimmed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration; write it like 30s, 10m, 6h, 7d or 1y")]
+    Empty,
+    /// A bare number is ambiguous (seconds? minutes?).
+    #[error("{text:?} has no unit; write it like {text}s, {text}m, {text}h or {text}d")]
+    NoUnit { text: String },
+    #[error("{text:?} is not a duration ({source}); write it like 30s, 10m, 6h, 7d or 1y")]
+    Invalid {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("{text:?} is longer than 100 years, the longest duration housekeep accepts")]
+    TooLong { text: String },
+}
+
 impl FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
         let t = s.trim();
         if t.is_empty() {
-            return Err("empty duration; write it like 30s, 10m, 6h, 7d or 1y".into());
+            return Err(DurationError::Empty);
         }
         // A bare number is ambiguous (seconds? minutes?), so it is refused.
         if t.chars().all(|c| c.is_ascii_digit()) && t != "0" {
-            return Err(format!("{t:?} has no unit; write it like {t}s, {t}m, {t}h or {t}d"));
+            return Err(DurationError::NoUnit { text: t.into() });
         }
         if t == "0" {
             return Ok(HumanDuration(Duration::ZERO));
         }
-        let d = humantime::parse_duration(t)
-            .map_err(|e| format!("{t:?} is not a duration ({e}); write it like 30s, 10m, 6h, 7d or 1y"))?;
+        let d = humantime::parse_duration(t).map_err(|source| DurationError::Invalid {
+            text: t.into(),
+            source,
+        })?;
         if d > Self::MAX {
-            return Err(format!("{t:?} is longer than 100 years, the longest duration housekeep accepts"));
+            return Err(DurationError::TooLong { text: t.into() });
         }
         Ok(HumanDuration(d))
     }
@@ -93,7 +113,7 @@ mod tests {
     fn bounded_at_one_hundred_years() {
         assert_eq!("100y".parse::<HumanDuration>().unwrap().0, HumanDuration::MAX);
         for s in ["101y", "1000000y", "400000000000y", "36525d 1s", "99999999999999999999s"] {
-            let e = s.parse::<HumanDuration>().unwrap_err();
+            let e = s.parse::<HumanDuration>().unwrap_err().to_string();
             assert!(e.contains(s), "{s}: {e}");
         }
         // The largest accepted duration can be added to and subtracted from any clock we use.

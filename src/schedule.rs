@@ -16,6 +16,64 @@ pub struct Schedule {
     parts: Vec<cron::Schedule>,
 }
 
+/// Why a schedule was refused: the field, the value as written and the schedule as written, in
+/// crontab's terms (never the 6-field form the `cron` crate reads).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{field} {value} is out of range {min}-{max} in {schedule:?}")]
+    OutOfRange {
+        field: &'static str,
+        value: String,
+        min: u32,
+        max: u32,
+        schedule: String,
+    },
+    /// `expected` is "a number" or "a number or a name".
+    #[error("{field} {value:?} is not {expected} in {schedule:?}")]
+    NotANumber {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+        schedule: String,
+    },
+    #[error("{field} field {text:?} has an empty item in {schedule:?}")]
+    EmptyItem {
+        field: &'static str,
+        text: String,
+        schedule: String,
+    },
+    #[error("{field} range {range:?} runs backwards in {schedule:?}")]
+    Backwards {
+        field: &'static str,
+        range: String,
+        schedule: String,
+    },
+    #[error("{field} step {step:?} is not a number from 1 to {top} in {schedule:?}")]
+    BadStep {
+        field: &'static str,
+        step: String,
+        top: u32,
+        schedule: String,
+    },
+    #[error(
+        "@reboot is not supported: housekeep schedules are times, not events; to run every task when the machine \
+         starts, run `housekeep worker --once` from a systemd unit (or a Kubernetes Job) at boot"
+    )]
+    Reboot,
+    #[error(
+        "{text:?} is not one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
+    )]
+    UnknownShorthand { text: String },
+    #[error(
+        "{schedule:?} has {count} fields; write 5 (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
+    )]
+    FieldCount { schedule: String, count: usize },
+    /// Every field passed its check and the `cron` crate still refused the translation; its own
+    /// message is not kept, as it names the 6-field form and counts days differently.
+    #[error("{schedule:?} is not a schedule housekeep can run")]
+    Unsupported { schedule: String },
+}
+
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 /// One crontab field: its name in messages, its numbers and the names it takes.
@@ -56,24 +114,39 @@ const DAY_OF_WEEK: Field = Field {
 
 impl Field {
     /// One number or name of the field.
-    fn value(&self, s: &str, whole: &str) -> Result<u32, String> {
-        let (name, min, max) = (self.name, self.min, self.max);
+    fn value(&self, s: &str, whole: &str) -> Result<u32, ScheduleError> {
+        let (field, min, max) = (self.name, self.min, self.max);
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return match s.parse::<u32>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(format!("{name} {s} is out of range {min}-{max} in {whole:?}")),
+                _ => Err(ScheduleError::OutOfRange {
+                    field,
+                    value: s.into(),
+                    min,
+                    max,
+                    schedule: whole.into(),
+                }),
             };
         }
         if let Some((_, n)) = self.names.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
             return Ok(*n);
         }
-        let what = if self.names.is_empty() { "a number" } else { "a number or a name" };
-        Err(format!("{name} {s:?} is not {what} in {whole:?}"))
+        let expected = if self.names.is_empty() {
+            "a number"
+        } else {
+            "a number or a name"
+        };
+        Err(ScheduleError::NotANumber {
+            field,
+            value: s.into(),
+            expected,
+            schedule: whole.into(),
+        })
     }
 
     /// Check every number, name, range and step of the field; the field as `cron` reads it
     /// (names as numbers, `?` as `*`).
-    fn check(&self, field: &str, whole: &str) -> Result<String, String> {
+    fn check(&self, field: &str, whole: &str) -> Result<String, ScheduleError> {
         let name = self.name;
         let mut out = Vec::new();
         for item in field.split(',') {
@@ -85,11 +158,19 @@ impl Field {
             let base_out = if base == "*" {
                 "*".to_string()
             } else if base.is_empty() {
-                return Err(format!("{name} field {field:?} has an empty item in {whole:?}"));
+                return Err(ScheduleError::EmptyItem {
+                    field: name,
+                    text: field.into(),
+                    schedule: whole.into(),
+                });
             } else if let Some((a, b)) = base.split_once('-') {
                 let (lo, hi) = (self.value(a, whole)?, self.value(b, whole)?);
                 if hi < lo {
-                    return Err(format!("{name} range {base:?} runs backwards in {whole:?}"));
+                    return Err(ScheduleError::Backwards {
+                        field: name,
+                        range: base.into(),
+                        schedule: whole.into(),
+                    });
                 }
                 format!("{lo}-{hi}")
             } else {
@@ -101,7 +182,14 @@ impl Field {
                     let top = self.max.max(1);
                     match s.parse::<u32>() {
                         Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) && (1..=top).contains(&n) => format!("/{n}"),
-                        _ => return Err(format!("{name} step {s:?} is not a number from 1 to {top} in {whole:?}")),
+                        _ => {
+                            return Err(ScheduleError::BadStep {
+                                field: name,
+                                step: s.into(),
+                                top,
+                                schedule: whole.into(),
+                            });
+                        }
                     }
                 }
             };
@@ -123,31 +211,22 @@ impl Schedule {
 }
 
 /// Crontab's `@` forms as the 5 fields they stand for.
-fn shorthand(s: &str) -> Result<&'static str, String> {
+fn shorthand(s: &str) -> Result<&'static str, ScheduleError> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "@yearly" | "@annually" => "0 0 1 1 *",
         "@monthly" => "0 0 1 * *",
         "@weekly" => "0 0 * * 0",
         "@daily" | "@midnight" => "0 0 * * *",
         "@hourly" => "0 * * * *",
-        "@reboot" => {
-            return Err("@reboot is not supported: housekeep schedules are times, not events; to run every task \
-                        when the machine starts, run `housekeep worker --once` from a systemd unit (or a Kubernetes \
-                        Job) at boot"
-                .into());
-        }
-        _ => {
-            return Err(format!(
-                "{s:?} is not one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
-            ));
-        }
+        "@reboot" => return Err(ScheduleError::Reboot),
+        _ => return Err(ScheduleError::UnknownShorthand { text: s.into() }),
     })
 }
 
 impl FromStr for Schedule {
-    type Err = String;
+    type Err = ScheduleError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, ScheduleError> {
         let trimmed = text.trim();
         let fields_text = if trimmed.starts_with('@') { shorthand(trimmed)? } else { trimmed };
         let fields: Vec<&str> = fields_text.split_whitespace().collect();
@@ -155,9 +234,10 @@ impl FromStr for Schedule {
             5 => ("0".to_string(), &fields[..]),
             6 => (SECOND.check(fields[0], trimmed)?, &fields[1..]),
             n => {
-                return Err(format!(
-                    "{trimmed:?} has {n} fields; write 5 (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
-                ));
+                return Err(ScheduleError::FieldCount {
+                    schedule: trimmed.into(),
+                    count: n,
+                });
             }
         };
         // Every number is checked here, in crontab's terms, so that the `cron` crate (whose
@@ -167,10 +247,13 @@ impl FromStr for Schedule {
         let dom = DAY_OF_MONTH.check(rest[2], trimmed)?;
         let mon = MONTH.check(rest[3], trimmed)?;
         let dow = DAY_OF_WEEK.check(rest[4], trimmed)?;
-        let days = expand_day_of_week(&dow).map_err(|e| format!("day-of-week {e} in {trimmed:?}"))?;
+        let days = expand_day_of_week(&dow, trimmed)?;
         let build = |dom: &str, dow: &str| {
-            cron::Schedule::from_str(&format!("{sec} {min} {hour} {dom} {mon} {dow}"))
-                .map_err(|_| format!("{trimmed:?} is not a schedule housekeep can run"))
+            cron::Schedule::from_str(&format!("{sec} {min} {hour} {dom} {mon} {dow}")).map_err(
+                |_| ScheduleError::Unsupported {
+                    schedule: trimmed.into(),
+                },
+            )
         };
         let parts = if !dom.starts_with('*') && !dow.starts_with('*') {
             vec![build(&dom, "*")?, build("*", &days)?]
@@ -182,36 +265,54 @@ impl FromStr for Schedule {
 }
 
 /// A checked day-of-week number (0-7).
-fn day_number(s: &str) -> Result<u32, String> {
+fn day_number(s: &str, whole: &str) -> Result<u32, ScheduleError> {
     match s.parse::<u32>() {
         Ok(n) if n <= 7 => Ok(n % 7),
-        _ => Err(format!("{s:?} is not a day")),
+        _ => Err(ScheduleError::OutOfRange {
+            field: DAY_OF_WEEK.name,
+            value: s.into(),
+            min: 0,
+            max: 7,
+            schedule: whole.into(),
+        }),
     }
 }
 
 /// Crontab day-of-week field (checked, names already numbers) → `*` or a list of day names.
-fn expand_day_of_week(field: &str) -> Result<String, String> {
+/// The field was checked by [`Field::check`], so none of these errors is expected; they name
+/// the schedule as written all the same.
+fn expand_day_of_week(field: &str, whole: &str) -> Result<String, ScheduleError> {
+    let bad_step = |s: &str| ScheduleError::BadStep {
+        field: DAY_OF_WEEK.name,
+        step: s.into(),
+        top: 7,
+        schedule: whole.into(),
+    };
     let mut set = [false; 7];
     for item in field.split(',') {
         let (base, step) = match item.split_once('/') {
-            Some((b, s)) => (b, s.parse::<u32>().map_err(|_| format!("step {s:?} is not a number"))?),
+            Some((b, s)) => (b, s.parse::<u32>().map_err(|_| bad_step(s))?),
             None => (item, 1),
         };
         if step == 0 {
-            return Err("step 0".into());
+            return Err(bad_step("0"));
         }
         let (lo, hi) = if base == "*" {
             (0, 6)
         } else if let Some((a, b)) = base.split_once('-') {
             // 7 is Sunday at the end of a range (5-7 = Fri..Sun).
-            let lo = if a == "7" { 7 } else { day_number(a)? };
-            let hi = if b == "7" { 7 } else { day_number(b)? };
+            let lo = if a == "7" { 7 } else { day_number(a, whole)? };
+            let hi = if b == "7" { 7 } else { day_number(b, whole)? };
             if hi < lo {
-                return Err(format!("range {base:?} runs backwards"));
+                return Err(ScheduleError::Backwards {
+                    field: DAY_OF_WEEK.name,
+                    range: base.into(),
+                    schedule: whole.into(),
+                });
             }
             (lo, hi)
         } else {
-            let d = day_number(base)?;
+            let d = day_number(base, whole)?;
             (d, if step > 1 { 7 } else { d })
         };
         let mut d = lo;
@@ -295,7 +396,7 @@ mod tests {
     }
 
     fn error(s: &str) -> String {
-        s.parse::<Schedule>().unwrap_err()
+        s.parse::<Schedule>().unwrap_err().to_string()
     }
 
     #[test]

@@ -8,9 +8,46 @@
 //! parameter's value is shown only when its name is a known non-secret libpq parameter, and
 //! whatever cannot be classified is replaced by `REDACTED`.
 
-use std::borrow::Cow;
-
 pub const REDACTED: &str = "REDACTED";
+
+/// Why a database URL or connection string was refused. None of these repeats the string, which
+/// may hold a password: a keyword is shown only as [`shown_key`] lets it through, and the
+/// tokio-postgres parse error is not kept as a cause, as its "got `x`" would echo the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("scheme {scheme:?} is not postgres:// or postgresql://")]
+    Scheme { scheme: String },
+    /// See [`check_unambiguous`].
+    #[error(
+        "the user name or password holds a raw '/', '?', '#' or '@' (or an '@' follows the host), \
+         which PostgreSQL clients split in different places: percent-encode them \
+         (%2F for /, %3F for ?, %23 for #, %40 for @, %25 for % itself)"
+    )]
+    Ambiguous,
+    /// A `key=value` string the tokenizer stopped on; `key` is already as shown.
+    #[error("not a valid connection string: {what} after keyword {key:?}")]
+    SyntaxAfter { key: String, what: &'static str },
+    #[error("not a valid connection string: {what} (write key=value pairs, or a postgres:// URL)")]
+    Syntax { what: &'static str },
+    #[error("sslmode \"{0}\" is not one of disable, prefer, require, verify-ca, verify-full")]
+    SslMode(String),
+    #[error("not a valid PostgreSQL URL: {0}")]
+    Invalid(ParseProblem),
+}
+
+/// What tokio-postgres found wrong in a connection string, in words that never echo the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseProblem {
+    /// The parameter's name as [`shown_key`] shows it.
+    #[error("unknown parameter {0:?}")]
+    UnknownParameter(String),
+    #[error("invalid value for parameter {0:?}")]
+    InvalidValue(String),
+    #[error("a percent-encoded part is not UTF-8")]
+    NotUtf8,
+    #[error("not a valid connection string")]
+    Other,
+}
 
 /// libpq parameters whose values are not secret and help an operator read a message.
 const SHOWN: &[&str] = &[
@@ -261,32 +298,29 @@ fn redact_keyword_value(s: &str) -> String {
 /// to the last `@`. A password holding any of `/ ? # @` raw would connect with a wrong password
 /// or to a wrong host (and show part of the password as a host or database name). So a URL has
 /// at most one `@`, in the authority. The message never repeats the URL.
-pub fn check_unambiguous(url: &str) -> Result<(), String> {
+pub fn check_unambiguous(url: &str) -> Result<(), UrlError> {
     let Some((_, rest)) = split_scheme(url) else { return Ok(()) };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     if rest.matches('@').count() > authority.matches('@').count() || authority.matches('@').count() > 1 {
-        return Err("the user name or password holds a raw '/', '?', '#' or '@' (or an '@' follows the host), \
-                    which PostgreSQL clients split in different places: percent-encode them \
-                    (%2F for /, %3F for ?, %23 for #, %40 for @, %25 for % itself)"
-            .into());
+        return Err(UrlError::Ambiguous);
     }
     Ok(())
 }
 
 /// A tokio-postgres parse error in words that never echo the input (its "got `x`" would show
 /// one character of whatever was there).
-pub fn describe_parse_error(e: &tokio_postgres::Error) -> Cow<'static, str> {
+pub fn describe_parse_error(e: &tokio_postgres::Error) -> ParseProblem {
     let cause = std::error::Error::source(e).map(|c| c.to_string()).unwrap_or_default();
     if let Some(key) = cause.strip_prefix("unknown option `").and_then(|k| k.strip_suffix('`')) {
-        return format!("unknown parameter {:?}", shown_key(key)).into();
+        return ParseProblem::UnknownParameter(shown_key(key).into());
     }
     if let Some(key) = cause.strip_prefix("invalid value for option `").and_then(|k| k.strip_suffix('`')) {
-        return format!("invalid value for parameter {:?}", shown_key(key)).into();
+        return ParseProblem::InvalidValue(shown_key(key).into());
     }
     if cause.contains("utf-8") || cause.contains("UTF-8") {
-        return "a percent-encoded part is not UTF-8".into();
+        return ParseProblem::NotUtf8;
     }
-    "not a valid connection string".into()
+    ParseProblem::Other
 }
 
 #[cfg(test)]
@@ -367,7 +401,7 @@ mod tests {
             "postgres://root:ab@S3cret/x@host/db",
             "postgres://u@h/db?application_name=a@b",
         ] {
-            let e = check_unambiguous(url).unwrap_err();
+            let e = check_unambiguous(url).unwrap_err().to_string();
             assert!(!e.contains("S3cret") && e.contains("%40"), "{url}: {e}");
         }
         for url in [

@@ -14,6 +14,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{describe_pg_error, Error, Result};
+pub use conninfo::UrlError;
+pub use tls::TlsError;
 pub use url::parse_url;
 
 /// `host:port/dbname` for messages: enough to find the server, never the password. The URL

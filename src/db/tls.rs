@@ -24,6 +24,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::SslMode;
 
+use super::conninfo::UrlError;
+
 /// How to check the server's certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
@@ -44,9 +46,28 @@ pub struct Tls {
     pub root_cert: Option<PathBuf>,
 }
 
+/// Why the TLS client could not be set up for the database's settings.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS set-up: {0}")]
+    Protocols(#[source] rustls::Error),
+    #[error("TLS set-up: {0}")]
+    Verifier(#[source] rustls::client::VerifierBuilderError),
+    #[error("sslrootcert {}: {source}", .path.display())]
+    ReadRoots {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("sslrootcert {}: no certificate in it", .path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("no system root certificates found; give sslrootcert=FILE")]
+    NoSystemRoots,
+}
+
 /// Take `sslmode` and `sslrootcert` out of a `postgres://` URL; the rest goes to tokio-postgres.
 /// Key/value connection strings pass through unchanged (tokio-postgres reads their `sslmode`).
-pub fn split_url(url: &str) -> Result<(String, Tls), String> {
+pub fn split_url(url: &str) -> Result<(String, Tls), UrlError> {
     let mut tls = Tls { mode: SslMode::Prefer, verify: Verify::None, root_cert: None };
     let (base, query) = match url.split_once('?') {
         Some((b, q)) if super::conninfo::is_url(url) => (b, q),
@@ -72,9 +93,7 @@ pub fn split_url(url: &str) -> Result<(String, Tls), String> {
         "require" => (SslMode::Require, Verify::None),
         "verify-ca" => (SslMode::Require, Verify::Chain),
         "verify-full" => (SslMode::Require, Verify::Full),
-        other => {
-            return Err(format!("sslmode \"{other}\" is not one of disable, prefer, require, verify-ca, verify-full"));
-        }
+        other => return Err(UrlError::SslMode(other.into())),
     };
     match root.as_deref() {
         None | Some("") | Some("system") => {}
@@ -94,11 +113,11 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The rustls client configuration for these settings.
-pub fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
+pub fn client_config(tls: &Tls) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?;
+        .map_err(TlsError::Protocols)?;
     let config = match tls.verify {
         Verify::None => {
             builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth()
@@ -107,7 +126,7 @@ pub fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
             let roots = Arc::new(roots(tls.root_cert.as_ref())?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| format!("TLS set-up: {e}"))?;
+                .map_err(TlsError::Verifier)?;
             if tls.verify == Verify::Full {
                 builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
@@ -118,23 +137,26 @@ pub fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
     Ok(config)
 }
 
-fn roots(file: Option<&PathBuf>) -> Result<RootCertStore, String> {
+fn roots(file: Option<&PathBuf>) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     match file {
         Some(path) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                .map_err(|source| TlsError::ReadRoots {
+                    path: path.clone(),
+                    source,
+                })?;
             let (added, _) = store.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(format!("sslrootcert {}: no certificate in it", path.display()));
+                return Err(TlsError::NoCertificate { path: path.clone() });
             }
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
             store.add_parsable_certificates(found.certs);
             if store.is_empty() {
-                return Err("no system root certificates found; give sslrootcert=FILE".into());
+                return Err(TlsError::NoSystemRoots);
             }
         }
     }
@@ -242,7 +264,12 @@ mod tests {
         assert_eq!((tls.verify, tls.root_cert), (Verify::Chain, None));
         let (_, tls) = split_url("postgres://db/hk").unwrap();
         assert_eq!((tls.mode, tls.verify), (SslMode::Prefer, Verify::None));
-        assert!(split_url("postgres://db/hk?sslmode=allow").unwrap_err().contains("\"allow\""));
+        assert!(
+            split_url("postgres://db/hk?sslmode=allow")
+                .unwrap_err()
+                .to_string()
+                .contains("\"allow\"")
+        );
         // Everything else is kept as written, percent-encoding included.
         let (url, tls) =
             split_url("postgres://u:p%40ss@db/hk?options=-c%20statement_timeout%3D5s&sslrootcert=%2Fetc%2Fca.pem&sslmode=require").unwrap();

@@ -3,28 +3,34 @@
 
 use std::str::FromStr;
 
-use super::{conninfo, tls};
+use super::conninfo::{self, UrlError};
+use super::tls;
 
 /// Parse a PostgreSQL URL or libpq string with its TLS settings ([`tls`]), with an error that
 /// never repeats the string (it may hold a password). URLs that clients would split in different
 /// places are refused ([`conninfo::check_unambiguous`]).
-pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Tls), String> {
+pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Tls), UrlError> {
     let is_url = conninfo::is_url(url);
     if is_url {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         if scheme != "postgres" && scheme != "postgresql" {
-            return Err(format!("scheme {scheme:?} is not postgres:// or postgresql://"));
+            return Err(UrlError::Scheme {
+                scheme: scheme.into(),
+            });
         }
         conninfo::check_unambiguous(url)?;
     } else if let (_, Some(e)) = conninfo::tokenize(url) {
         return Err(match e.key {
-            Some(key) => format!("not a valid connection string: {} after keyword {:?}", e.what, conninfo::shown_key(key)),
-            None => format!("not a valid connection string: {} (write key=value pairs, or a postgres:// URL)", e.what),
+            Some(key) => UrlError::SyntaxAfter {
+                key: conninfo::shown_key(key).into(),
+                what: e.what,
+            },
+            None => UrlError::Syntax { what: e.what },
         });
     }
     let (rest, mut tls) = tls::split_url(url)?;
     let mut cfg = tokio_postgres::Config::from_str(&rest)
-        .map_err(|e| format!("not a valid PostgreSQL URL: {}", conninfo::describe_parse_error(&e)))?;
+        .map_err(|e| UrlError::Invalid(conninfo::describe_parse_error(&e)))?;
     if is_url {
         cfg.ssl_mode(tls.mode);
     } else {

@@ -37,14 +37,37 @@ pub struct Shard {
     pub count: u32,
 }
 
+/// Why `--shard` was refused; each names the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("\"{0}\" is not I/N (for example 0/4)")]
+    NotAShard(String),
+    #[error("\"{text}\" is not a number")]
+    NotANumber {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("\"{0}\": N must be 1 to 256 and I from 0 to N-1")]
+    OutOfRange(String),
+}
+
 impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Shard, String> {
-        let (i, n) = s.split_once('/').ok_or_else(|| format!("\"{s}\" is not I/N (for example 0/4)"))?;
-        let index: u32 = i.trim().parse().map_err(|_| format!("\"{i}\" is not a number"))?;
-        let count: u32 = n.trim().parse().map_err(|_| format!("\"{n}\" is not a number"))?;
+    type Err = ShardError;
+    fn from_str(s: &str) -> std::result::Result<Shard, ShardError> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| ShardError::NotAShard(s.into()))?;
+        let index: u32 = i.trim().parse().map_err(|source| ShardError::NotANumber {
+            text: i.into(),
+            source,
+        })?;
+        let count: u32 = n.trim().parse().map_err(|source| ShardError::NotANumber {
+            text: n.into(),
+            source,
+        })?;
         if count == 0 || count > 256 || index >= count {
-            return Err(format!("\"{s}\": N must be 1 to 256 and I from 0 to N-1"));
+            return Err(ShardError::OutOfRange(s.into()));
         }
         Ok(Shard { index, count })
     }

@@ -25,7 +25,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::db::conninfo::redact as redact_url;
 use crate::error::{Error, Result};
-pub use url::StoreUrl;
+pub use url::{StoreUrl, StoreUrlError};
 
 /// S3 DeleteObjects takes at most 1,000 keys a request.
 pub const BULK_DELETE_MAX: usize = 1000;

@@ -4,6 +4,36 @@
 use super::layout;
 use crate::db::conninfo::redact as redact_url;
 
+/// Why a store URL was refused. `shown` is the URL redacted ([`redact_url`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreUrlError {
+    /// Checked before parsing, which would resolve the dot segments away.
+    #[error("\"{shown}\" has a . or .. segment")]
+    DotSegment { shown: String },
+    #[error("\"{shown}\" is not a URL ({source})")]
+    NotAUrl {
+        shown: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("\"{shown}\" names no bucket; write {scheme}://bucket[/prefix]")]
+    NoBucket { shown: String, scheme: String },
+    #[error("prefix of \"{shown}\" is not UTF-8")]
+    PrefixNotUtf8 { shown: String },
+    #[error("prefix of \"{shown}\": {source}")]
+    Prefix {
+        shown: String,
+        #[source]
+        source: layout::KeyError,
+    },
+    #[error("\"{shown}\" has a host; write file:///absolute/path")]
+    FileHost { shown: String },
+    #[error("\"{shown}\" is not a file:///absolute/path")]
+    NotAbsolute { shown: String },
+    #[error("scheme \"{scheme}\" is not one of file://, s3://, gs://, az://")]
+    Scheme { scheme: String },
+}
+
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -14,43 +44,58 @@ pub enum StoreUrl {
 }
 
 impl StoreUrl {
-    pub fn parse(s: &str) -> std::result::Result<StoreUrl, String> {
+    pub fn parse(s: &str) -> std::result::Result<StoreUrl, StoreUrlError> {
         let shown = redact_url(s);
         // Checked before parsing, which would resolve the dot segments away.
         if let Some((_, rest)) = s.split_once("://")
             && rest.split('/').any(|seg| seg == ".." || seg == ".") {
-                return Err(format!("\"{shown}\" has a . or .. segment"));
+                return Err(StoreUrlError::DotSegment { shown });
             }
-        let url = url::Url::parse(s).map_err(|e| format!("\"{shown}\" is not a URL ({e})"))?;
-        let bucket = || -> std::result::Result<String, String> {
+        let url = url::Url::parse(s).map_err(|source| StoreUrlError::NotAUrl {
+            shown: shown.clone(),
+            source,
+        })?;
+        let bucket = || -> std::result::Result<String, StoreUrlError> {
             match url.host_str() {
                 Some(b) if !b.is_empty() => Ok(b.to_string()),
-                _ => Err(format!("\"{shown}\" names no bucket; write {}://bucket[/prefix]", url.scheme())),
+                _ => Err(StoreUrlError::NoBucket {
+                    shown: shown.clone(),
+                    scheme: url.scheme().into(),
+                }),
             }
         };
-        let prefix = || -> std::result::Result<String, String> {
+        let prefix = || -> std::result::Result<String, StoreUrlError> {
             // The URL keeps the prefix percent-encoded; keys use it as written.
             let p = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
                 .decode_utf8()
-                .map_err(|_| format!("prefix of \"{shown}\" is not UTF-8"))?
+                .map_err(|_| StoreUrlError::PrefixNotUtf8 {
+                    shown: shown.clone(),
+                })?
                 .into_owned();
             if !p.is_empty() {
-                layout::check_segments(&p).map_err(|e| format!("prefix of \"{shown}\": {e}"))?;
+                layout::check_segments(&p).map_err(|source| StoreUrlError::Prefix {
+                    shown: shown.clone(),
+                    source,
+                })?;
             }
             Ok(p)
         };
         match url.scheme() {
             "file" => {
                 if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
-                    return Err(format!("\"{shown}\" has a host; write file:///absolute/path"));
+                    return Err(StoreUrlError::FileHost { shown });
                 }
-                let root = url.to_file_path().map_err(|_| format!("\"{shown}\" is not a file:///absolute/path"))?;
+                let root = url.to_file_path().map_err(|_| StoreUrlError::NotAbsolute {
+                    shown: shown.clone(),
+                })?;
                 Ok(StoreUrl::Local { root })
             }
             "s3" | "s3a" => Ok(StoreUrl::S3 { bucket: bucket()?, prefix: prefix()? }),
             "gs" => Ok(StoreUrl::Gcs { bucket: bucket()?, prefix: prefix()? }),
             "az" | "azure" | "abfs" | "abfss" => Ok(StoreUrl::Azure { container: bucket()?, prefix: prefix()? }),
-            other => Err(format!("scheme \"{other}\" is not one of file://, s3://, gs://, az://")),
+            other => Err(StoreUrlError::Scheme {
+                scheme: other.into(),
+            }),
         }
     }
 }
