@@ -81,6 +81,6 @@ pub fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::other(format!("cannot start the runtime: {e}")))?;
+        .map_err(Error::Runtime)?;
     rt.block_on(commands::dispatch(cli.command, &loaded.config))
 }

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+use crate::db::conninfo::UrlError;
 use crate::db::url::parse_url;
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
 use crate::registry::{Limit, Task};
-use crate::schedule::Schedule;
-use crate::store::url::StoreUrl;
+use crate::schedule::{Schedule, ScheduleError};
+use crate::store::url::{StoreUrl, StoreUrlError};
 
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
@@ -218,6 +219,67 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// What is wrong with the configuration as a whole: its file, or a variable that is not a key.
+/// Errors about one key's value are [`Error::Config`], with a [`ValueError`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TOML or type error in the file. The `toml` crate's error is not kept: its display quotes
+    /// the offending line, which may be the one holding the password; `message` is its message
+    /// with any quoted string value left out and control characters escaped.
+    #[error("{}", file_error_message(.path, .position, .key.as_deref(), .message))]
+    File {
+        path: PathBuf,
+        position: Option<(usize, usize)>,
+        key: Option<String>,
+        message: String,
+    },
+    #[error("unknown environment variable {name}; housekeep reads {}", .known.join(", "))]
+    UnknownVariable { name: String, known: Vec<String> },
+}
+
+/// Why a key's value is refused (the key and its layer are in [`Error::Config`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error(transparent)]
+    DatabaseUrl(#[from] UrlError),
+    #[error(transparent)]
+    StoreUrl(#[from] StoreUrlError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// `local_store_url` must be a `file://` URL; `shown` is redacted.
+    #[error("\"{shown}\" must be a file:// URL")]
+    NotLocal { shown: String },
+    #[error("{value:?} is not an address like 127.0.0.1:9718")]
+    NotAnAddress { value: String },
+    #[error("must be between {lo} and {hi}, got {got}")]
+    OutOfRange { lo: i64, hi: i64, got: i64 },
+    #[error("must be longer than 0s")]
+    NotPositive,
+    /// `tasks` are the ones that do.
+    #[error("{task:?} is not a task that changes GitLab's rows; name any of {}", .tasks.join(", "))]
+    NotAGitlabTask {
+        task: String,
+        tasks: Vec<&'static str>,
+    },
+    /// A task-specific limit set on a task that does not read it (`tasks` are the ones that do).
+    #[error("applies only to {}", .tasks.join(" and "))]
+    NotThisTask { tasks: Vec<String> },
+    #[error("expected a whole number, got {raw:?}")]
+    NotAnInteger { raw: String },
+    #[error("expected true or false, got {raw:?}")]
+    NotABoolean { raw: String },
+    /// What serde found wrong (a bad duration, an unknown log format), with any quoted string
+    /// value left out and control characters escaped.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// A value given on the command line for a key: (dotted key, value, flag name).
 #[derive(Debug, Clone)]
 pub struct FlagOverride {
@@ -257,8 +319,10 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
     };
     let mut sources = BTreeMap::new();
     if let Some(path) = &path {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         // Parsed once as the typed struct for precise messages (line, column, key)…
         let de = toml::Deserializer::parse(&text).map_err(|e| file_error(path, &text, None, &e))?;
         serde_path_to_error::deserialize::<_, Config>(de)
@@ -276,12 +340,14 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
         if ENV_NOT_KEYS.contains(&name.as_str()) {
             continue;
         }
-        let key = known.iter().find(|(k, _)| env_name(k) == *name).map(|(k, _)| k.clone()).ok_or_else(|| {
-            Error::config(format!(
-                "unknown environment variable {name}; housekeep reads {}",
-                known.keys().map(|k| env_name(k)).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let key = known
+            .iter()
+            .find(|(k, _)| env_name(k) == *name)
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| ConfigError::UnknownVariable {
+                name: name.clone(),
+                known: known.keys().map(|k| env_name(k)).collect(),
+            })?;
         let source = Source::Env(name.clone());
         set_key(&mut table, &key, typed_value(&known[&key], value, &key, &source)?);
         sources.insert(key, source);
@@ -295,8 +361,15 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
 
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
-        let source = sources.get(&key).cloned().unwrap_or(Source::Default);
-        Error::config(format!("{key} (from {source}): {}", escape_controls(&without_quoted_string(e.inner().message()))))
+        let origin = sources.get(&key).cloned().unwrap_or(Source::Default);
+        let source = ValueError::Invalid(
+            escape_controls(&without_quoted_string(e.inner().message())).into_owned(),
+        );
+        Error::Config {
+            key,
+            origin,
+            source: Box::new(source),
+        }
     })?;
     let loaded = Loaded { config, sources };
     validate(&loaded)?;
@@ -307,18 +380,40 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
 /// quotes the offending source line, which may be the one holding the password, so it is not
 /// used; string values quoted by serde ("invalid type: string \"…\"") are left out too.
 fn file_error(path: &Path, text: &str, key: Option<String>, e: &toml::de::Error) -> Error {
-    let mut msg = format!("config file {}", path.display());
-    if let Some(span) = e.span() {
+    let position = e.span().map(|span| {
         let before = &text[..span.start.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    });
+    let key = key
+        .filter(|k| !k.is_empty() && k != "." && k != "?")
+        .map(|k| escape_controls(&k).into_owned());
+    let message = escape_controls(&without_quoted_string(e.message())).into_owned();
+    ConfigError::File {
+        path: path.to_path_buf(),
+        position,
+        key,
+        message,
+    }
+    .into()
+}
+
+fn file_error_message(
+    path: &Path,
+    position: &Option<(usize, usize)>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let mut msg = format!("config file {}", path.display());
+    if let Some((line, column)) = *position {
         msg.push_str(&format!(", line {line}, column {column}"));
     }
-    if let Some(key) = key.filter(|k| !k.is_empty() && k != "." && k != "?") {
-        msg.push_str(&format!(", key {}", escape_controls(&key)));
+    if let Some(key) = key {
+        msg.push_str(&format!(", key {key}"));
     }
-    msg.push_str(&format!(": {}", escape_controls(&without_quoted_string(e.message()))));
-    Error::config(msg)
+    msg.push_str(&format!(": {message}"));
+    msg
 }
 
 /// serde's "invalid type: string \"x\", expected …" without the string.
@@ -396,17 +491,22 @@ fn merge(base: &mut Table, over: Table) {
     }
 }
 
-fn typed_value(sample: &Value, raw: &str, key: &str, source: &Source) -> Result<Value> {
+fn typed_value(sample: &Value, raw: &str, key: &str, origin: &Source) -> Result<Value> {
+    let err = |source: ValueError| Error::Config {
+        key: key.into(),
+        origin: origin.clone(),
+        source: Box::new(source),
+    };
     match sample {
         Value::Integer(_) => raw
             .trim()
             .parse::<i64>()
             .map(Value::Integer)
-            .map_err(|_| Error::config(format!("{key} (from {source}): expected a whole number, got {raw:?}"))),
+            .map_err(|_| err(ValueError::NotAnInteger { raw: raw.into() })),
         Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
             "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
-            _ => Err(Error::config(format!("{key} (from {source}): expected true or false, got {raw:?}"))),
+            _ => Err(err(ValueError::NotABoolean { raw: raw.into() })),
         },
         // Lists are comma-separated in the environment and in flags.
         Value::Array(_) => Ok(Value::Array(
@@ -432,50 +532,80 @@ fn set_key(table: &mut Table, key: &str, value: Value) {
 
 fn validate(l: &Loaded) -> Result<()> {
     let c = &l.config;
-    let err = |key: &str, msg: String| Error::config(format!("{key} (from {}): {msg}", l.source_of(key)));
+    let err = |key: &str, source: ValueError| Error::Config {
+        key: key.into(),
+        origin: l.source_of(key),
+        source: Box::new(source),
+    };
     if let Some(url) = &c.database_url {
-        parse_url(url).map_err(|e| err("database_url", e.to_string()))?;
+        parse_url(url).map_err(|e| err("database_url", e.into()))?;
     }
     for key in ["store_url", "local_store_url"] {
         let v = if key == "store_url" { &c.store_url } else { &c.local_store_url };
         if let Some(url) = v {
-            let parsed = StoreUrl::parse(url).map_err(|e| err(key, e.to_string()))?;
+            let parsed = StoreUrl::parse(url).map_err(|e| err(key, e.into()))?;
             if key == "local_store_url" && !matches!(parsed, StoreUrl::Local { .. }) {
-                return Err(err(key, format!("\"{}\" must be a file:// URL", redact_url(url))));
+                return Err(err(
+                    key,
+                    ValueError::NotLocal {
+                        shown: redact_url(url),
+                    },
+                ));
             }
         }
     }
-    c.listen
-        .parse::<SocketAddr>()
-        .map_err(|_| err("listen", format!("{:?} is not an address like 127.0.0.1:9718", c.listen)))?;
+    c.listen.parse::<SocketAddr>().map_err(|_| {
+        err(
+            "listen",
+            ValueError::NotAnAddress {
+                value: c.listen.clone(),
+            },
+        )
+    })?;
     // Counts are bounded so that no setting can exhaust memory, connections or file handles by a
     // typo; durations are bounded to 100 years when they are parsed ([`HumanDuration`]).
     let within = |key: &str, v: i64, (lo, hi): (i64, i64)| {
-        if (lo..=hi).contains(&v) { Ok(()) } else { Err(err(key, format!("must be between {lo} and {hi}, got {v}"))) }
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(err(key, ValueError::OutOfRange { lo, hi, got: v }))
+        }
     };
     let positive = |key: &str, d: HumanDuration| {
-        if d.0.is_zero() { Err(err(key, "must be longer than 0s".into())) } else { Ok(()) }
+        if d.0.is_zero() {
+            Err(err(key, ValueError::NotPositive))
+        } else {
+            Ok(())
+        }
     };
     within("db_pool_size", i64::try_from(c.db_pool_size).unwrap_or(i64::MAX), DB_POOL_SIZE)?;
     within("store_concurrency", i64::try_from(c.store_concurrency).unwrap_or(i64::MAX), STORE_CONCURRENCY)?;
     positive("db_connect_timeout", c.db_connect_timeout)?;
     for t in &c.gitlab_tasks {
         if !Task::changing_gitlab_rows().any(|g| g.name() == t) {
-            let names: Vec<&str> = Task::changing_gitlab_rows().map(Task::name).collect();
-            return Err(err("gitlab_tasks", format!("{t:?} is not a task that changes GitLab's rows; name any of {}", names.join(", "))));
+            let tasks: Vec<&str> = Task::changing_gitlab_rows().map(Task::name).collect();
+            return Err(err(
+                "gitlab_tasks",
+                ValueError::NotAGitlabTask {
+                    task: t.clone(),
+                    tasks,
+                },
+            ));
         }
     }
     for (task, t) in c.tasks.iter() {
         let name = task.name();
         let key = |k: &str| format!("tasks.{name}.{k}");
-        t.schedule.parse::<Schedule>().map_err(|e| err(&key("schedule"), e.to_string()))?;
+        t.schedule
+            .parse::<Schedule>()
+            .map_err(|e| err(&key("schedule"), e.into()))?;
         within(&key("batch_size"), t.batch_size, BATCH_SIZE)?;
         positive(&key("time_budget"), t.time_budget)?;
         // A limit set on a task that does not read it would be silently ignored.
         let applies = |l: Limit| task.limit_default(l).is_some();
         let not_here = |l: Limit| {
             let tasks: Vec<String> = Task::ALL.into_iter().filter(|t| t.limit_default(l).is_some()).map(|t| format!("tasks.{t}")).collect();
-            err(&key(l.key()), format!("applies only to {}", tasks.join(" and ")))
+            err(&key(l.key()), ValueError::NotThisTask { tasks })
         };
         if applies(Limit::MaxRows) {
             within(&key("max_rows"), t.max_rows, MAX_ROWS)?;

@@ -126,7 +126,10 @@ async fn readyz(State(ctx): State<Context>) -> (StatusCode, String) {
 pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Error::config(format!("listen: cannot bind {listen}: {e}")))?;
+        .map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
     let bound = tcp.local_addr().unwrap_or(listen);
     let cancel = ctx.cancel.clone();
     let server = tokio::spawn({

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 
 use crate::config::Config;
 use crate::registry::{Limit, Task};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
 pub enum Format {
@@ -34,7 +34,7 @@ pub async fn run(a: StatusArgs, config: &Config) -> Result<()> {
     let s = crate::status::status(&client, stores.as_ref(), stale_after).await?;
     match a.format {
         Format::Table => print!("{}", s.to_table()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&s).map_err(Error::other)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
     }
     Ok(())
 }

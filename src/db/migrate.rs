@@ -14,7 +14,41 @@
 //! checksums every applied file and refuses to go on when one changed; each set is applied in
 //! one transaction; a session-level advisory lock serialises concurrent runs.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+
+/// Why a database cannot be migrated or used as it is (exit 2: nothing was created).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "this database holds the schema of an earlier housekeep (public.housekeep_schema_migrations), \
+         which did not have GitLab's partitioned tables; migrate a new, empty database instead"
+    )]
+    EarlierHousekeep,
+    #[error(
+        "this GitLab database has ci_job_artifacts but not its partitioned parent p_ci_job_artifacts: \
+         housekeep needs GitLab 17.10 or later (upgrade GitLab first)"
+    )]
+    GitlabTooOld,
+    /// `missing` names each absent table, or `table.column` where the table is there.
+    #[error(
+        "this database is neither empty nor a GitLab database housekeep knows: it lacks {}; \
+         point housekeep at an empty database (standalone) or at GitLab's (17.10 or later)",
+        .missing.join(", ")
+    )]
+    Unknown { missing: Vec<String> },
+    #[error("the database has no housekeep schema yet; run `housekeep migrate` first")]
+    NotMigrated,
+}
+
+/// A migration set failed to apply (or an applied one was changed): exit 1.
+#[derive(Debug, thiserror::Error)]
+#[error("migration failed: {}", describe(.set, .source))]
+pub struct MigrationError {
+    /// `gitlab` or `housekeep`.
+    pub set: &'static str,
+    #[source]
+    pub source: refinery::Error,
+}
 
 mod gitlab_set {
     refinery::embed_migrations!("sql/gitlab");
@@ -107,10 +141,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     let (old_standalone, standalone, unpartitioned_artifacts): (bool, bool, bool) =
         (r.get("old_standalone"), r.get("standalone"), r.get("unpartitioned_artifacts"));
     if old_standalone && !standalone {
-        return Err(Error::config(
-            "this database holds the schema of an earlier housekeep (public.housekeep_schema_migrations), \
-             which did not have GitLab's partitioned tables; migrate a new, empty database instead",
-        ));
+        return Err(SchemaError::EarlierHousekeep.into());
     }
     if standalone {
         return Ok(Shape::Standalone);
@@ -128,10 +159,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
         return Ok(Shape::Empty);
     }
     if unpartitioned_artifacts && absent.contains("p_ci_job_artifacts") {
-        return Err(Error::config(
-            "this GitLab database has ci_job_artifacts but not its partitioned parent p_ci_job_artifacts: \
-             housekeep needs GitLab 17.10 or later (upgrade GitLab first)",
-        ));
+        return Err(SchemaError::GitlabTooOld.into());
     }
     let what: Vec<String> = missing
         .iter()
@@ -142,11 +170,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    Err(Error::config(format!(
-        "this database is neither empty nor a GitLab database housekeep knows: it lacks {}; \
-         point housekeep at an empty database (standalone) or at GitLab's (17.10 or later)",
-        what.join(", ")
-    )))
+    Err(SchemaError::Unknown { missing: what }.into())
 }
 
 /// Apply every pending migration; returns the database's shape and what this call applied.
@@ -165,12 +189,24 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<Report> {
     if shape != Shape::Gitlab {
         let mut runner = gitlab_set::migrations::runner().set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
         runner.set_migration_table_name(GITLAB_MIGRATION_TABLE);
-        let report = runner.run_async(client).await.map_err(|e| Error::Database(format!("migration failed: {}", describe("gitlab", &e))))?;
+        let report = runner
+            .run_async(client)
+            .await
+            .map_err(|source| MigrationError {
+                set: "gitlab",
+                source,
+            })?;
         applied.extend(report.applied_migrations().iter().map(|m| Applied { set: "gitlab", version: m.version() as i64, name: m.name().to_string() }));
     }
     let mut runner = housekeep_set::migrations::runner().set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
     runner.set_migration_table_name(MIGRATION_TABLE);
-    let report = runner.run_async(client).await.map_err(|e| Error::Database(format!("migration failed: {}", describe("housekeep", &e))))?;
+    let report = runner
+        .run_async(client)
+        .await
+        .map_err(|source| MigrationError {
+            set: "housekeep",
+            source,
+        })?;
     applied.extend(report.applied_migrations().iter().map(|m| Applied { set: "housekeep", version: m.version() as i64, name: m.name().to_string() }));
     Ok(Report { shape, applied })
 }
@@ -212,7 +248,7 @@ pub async fn mode(client: &tokio_postgres::Client) -> Result<Mode> {
         )
         .await?;
     match (r.get::<_, bool>("migrated"), r.get::<_, bool>("standalone")) {
-        (false, _) => Err(Error::config("the database has no housekeep schema yet; run `housekeep migrate` first")),
+        (false, _) => Err(SchemaError::NotMigrated.into()),
         (true, true) => Ok(Mode::Standalone),
         (true, false) => Ok(Mode::Gitlab),
     }

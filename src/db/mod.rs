@@ -13,7 +13,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::error::{describe_pg_error, Error, Result};
+use crate::error::{DbContext, Error, Result};
 pub use conninfo::UrlError;
 pub use tls::TlsError;
 pub use url::parse_url;
@@ -44,11 +44,11 @@ pub(crate) fn last_target() -> Option<String> {
 }
 
 fn pg_config(url: &str, connect_timeout: Duration) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
-    let (mut cfg, tls) = parse_url(url).map_err(|m| Error::config(format!("database_url: {m}")))?;
+    let (mut cfg, tls) = parse_url(url).map_err(Error::DatabaseUrl)?;
     if let Ok(mut t) = TARGET.lock() {
         *t = Some(describe_target(&cfg));
     }
-    let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(|m| Error::config(format!("database_url: {m}")))?);
+    let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(Error::Tls)?);
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(connect_timeout);
     }
@@ -58,17 +58,23 @@ fn pg_config(url: &str, connect_timeout: Duration) -> Result<(tokio_postgres::Co
     Ok((cfg, connector))
 }
 
-fn unreachable(cfg: &tokio_postgres::Config, cause: &str) -> Error {
-    Error::Database(format!("cannot reach the database at {}: {cause}", describe_target(cfg)))
+/// The first connection failed: "cannot reach the database at host:port/db" and why.
+fn unreachable(cfg: &tokio_postgres::Config, source: tokio_postgres::Error) -> Error {
+    Error::Database {
+        context: DbContext::Connect {
+            target: describe_target(cfg),
+        },
+        source,
+    }
 }
 
 /// One connection outside the pool (migrations, COPY), checked once.
 pub async fn connect_one(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Client> {
     let (cfg, tls) = pg_config(url, connect_timeout)?;
-    let (client, conn) = cfg.connect(tls).await.map_err(|e| unreachable(&cfg, &describe_pg_error(&e)))?;
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| unreachable(&cfg, e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %describe_pg_error(&e), "database connection closed");
+            tracing::debug!(error = %crate::error::describe_pg_error(&e), "database connection closed");
         }
     });
     Ok(client)
@@ -86,9 +92,11 @@ pub async fn connect(url: &str, connect_timeout: Duration, pool_size: usize) -> 
         .build()
         .map_err(|e| Error::other(format!("database pool: {e}")))?;
     let client = pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => unreachable(&cfg, &describe_pg_error(&e)),
-        deadpool_postgres::PoolError::Timeout(_) => unreachable(&cfg, "timed out"),
-        other => unreachable(&cfg, &other.to_string()),
+        deadpool_postgres::PoolError::Backend(e) => unreachable(&cfg, e),
+        other => Error::Pool {
+            target: Some(describe_target(&cfg)),
+            source: other,
+        },
     })?;
     client.simple_query("SELECT 1").await?;
     Ok(pool)

@@ -179,7 +179,10 @@ fn parse_line<'a>(n: usize, raw: RawLine<'a>, store: &Store) -> std::result::Res
 fn open_manifest(file: &Path) -> Result<File> {
     File::open(file).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Input(format!("--filename {file:?} does not exist")),
-        _ => Error::Input(format!("{file:?}: {e}")),
+        _ => Error::InputFile {
+            path: file.into(),
+            source: e,
+        },
     })
 }
 
@@ -199,7 +202,10 @@ pub fn validate(file: &Path, store: &Store) -> Result<Scan> {
             Ok(n)
         }
     }
-    let io = |e: std::io::Error| Error::Input(format!("{file:?}: {e}"));
+    let io = |source: std::io::Error| Error::InputFile {
+        path: file.into(),
+        source,
+    };
     let mut reader = LineReader::new(Hashing { inner: open_manifest(file)?, hash: Sha256::new(), len: 0 }, 0, 0);
     // 128 bits of two independently keyed hashes per key: duplicates are found anew on every
     // run, so the hashes need not be stable, and a collision is out of reach.
@@ -248,7 +254,11 @@ struct Batches<'a> {
 impl<'a> Batches<'a> {
     fn open(file: &'a Path, line: usize, offset: u64, scan: &'a Scan, store: &'a Store) -> Result<Batches<'a>> {
         let mut f = open_manifest(file)?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::Input(format!("{file:?}: {e}")))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|source| Error::InputFile {
+                path: file.into(),
+                source,
+            })?;
         Ok(Batches { reader: LineReader::new(f, line, offset), store, duplicates: &scan.duplicates, file, validated_len: scan.len })
     }
 
@@ -260,7 +270,12 @@ impl<'a> Batches<'a> {
             let raw = match self.reader.next_line() {
                 Ok(Some(raw)) => raw,
                 Ok(None) => break,
-                Err(e) => return Err(Error::Input(format!("{:?}: {e}", self.file))),
+                Err(source) => {
+                    return Err(Error::InputFile {
+                        path: self.file.into(),
+                        source,
+                    });
+                }
             };
             match parse_line(number, raw, self.store) {
                 Ok(Some(_)) if self.duplicates.contains(&number) => {}
@@ -567,7 +582,7 @@ pub async fn dry_run(
 }
 
 fn too_many_failed(p: &Progress) -> Error {
-    Error::Store(format!(
+    Error::StoreFailed(format!(
         "stopped after line {}: {} deletions failed (is the store failing?); they are kept, and running again retries them first, then continues",
         p.next_line,
         p.failed.len()

@@ -180,7 +180,7 @@ pub async fn orphan_files(
             } else {
                 tokio::fs::remove_dir_all(&f.path)
                     .await
-                    .map_err(|e| Error::Other(format!("{}: {e}", f.path.display())))?;
+                    .map_err(|e| Error::disk(f.path.display(), e))?;
                 tracing::info!(target: "housekeep::audit", action = "removed", path = %f.path.display(), artifact_id = f.artifact_id, size, reason = "no artifact row");
                 // The job and date directories may be empty now.
                 for dir in f.path.ancestors().skip(1).take(2) {
@@ -191,6 +191,6 @@ pub async fn orphan_files(
             }
         }
     }
-    summary.empty_dirs += walker.await.map_err(|e| Error::other(format!("walk failed: {e}")))?;
+    summary.empty_dirs += walker.await.map_err(|e| Error::join("walk failed", e))?;
     Ok(summary)
 }

@@ -180,7 +180,7 @@ pub async fn list_orphans(
     }
     lister
         .await
-        .map_err(|e| Error::other(format!("listing task failed: {e}")))?;
+        .map_err(|e| Error::join("listing task failed", e))?;
     listing.finish(dirs.len())
 }
 
@@ -207,7 +207,7 @@ async fn refuse_uploads_in_flight(
 fn start_or_resume(opts: &ListOptions, ppath: &Path, args: String) -> Result<Progress> {
     if opts.force_restart {
         manifest::remove_if_exists(ppath)?;
-        std::fs::write(&opts.filename, b"").map_err(|e| Error::Other(format!("{:?}: {e}", opts.filename)))?;
+        std::fs::write(&opts.filename, b"").map_err(|e| Error::io(&opts.filename, e))?;
     }
     match manifest::read_progress::<Progress>(ppath)? {
         Some(p) if p.args != args => Err(Error::Input(format!(

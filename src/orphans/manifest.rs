@@ -32,7 +32,7 @@ pub fn beside(file: &Path, prefix: &str, suffix: &str) -> PathBuf {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Other(format!("{path:?}: {e}"))
+    Error::io(path, e)
 }
 
 /// A value from user input, escaped (`{:?}`) and cut to a readable length for a message.
@@ -152,7 +152,7 @@ fn acquire(manifest: &Path, command: &str, read_only_ok: bool) -> Result<Option<
             since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             command: command.to_string(),
         };
-        let text = serde_json::to_vec(&holder).map_err(Error::other)?;
+        let text = serde_json::to_vec(&holder)?;
         file.set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(&text))
@@ -222,7 +222,7 @@ pub fn read_progress<P: DeserializeOwned>(path: &Path) -> Result<Option<P>> {
 }
 
 pub fn write_progress<P: Serialize>(path: &Path, p: &P) -> Result<()> {
-    write_atomic(path, &serde_json::to_vec_pretty(p).map_err(Error::other)?)
+    write_atomic(path, &serde_json::to_vec_pretty(p)?)
 }
 
 pub fn remove_if_exists(path: &Path) -> Result<()> {

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use futures::StreamExt;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Stores;
 
 const PAGE: &str = "SELECT id, project_id, job_id, file_store::smallint AS file_store,
@@ -30,7 +30,7 @@ pub async fn verify(
 ) -> Result<VerifyReport> {
     crate::db::require_schema(client).await?;
     let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(out);
-    csv.write_record(["artifact_id", "project_id", "job_id", "object_path"]).map_err(Error::other)?;
+    csv.write_record(["artifact_id", "project_id", "job_id", "object_path"])?;
     let mut report = VerifyReport::default();
     let mut last = 0i64;
     let page_size = 5000i64;
@@ -52,7 +52,12 @@ pub async fn verify(
             report.checked += 1;
             if !exists? {
                 report.missing += 1;
-                csv.write_record([id.to_string(), project_id.to_string(), job_id.to_string(), key]).map_err(Error::other)?;
+                csv.write_record([
+                    id.to_string(),
+                    project_id.to_string(),
+                    job_id.to_string(),
+                    key,
+                ])?;
             }
         }
     }

@@ -88,7 +88,7 @@ impl State {
                 // keys are clean: deliver them, and the next page goes on from the last one.
                 Ok((objects, more)) if objects.len() < mid => {
                     if objects.is_empty() && more.is_some() {
-                        return Err(Error::Store(format!(
+                        return Err(Error::StoreFailed(format!(
                             "listing {:?}: the store answered an empty page that is not the last one",
                             self.prefix.as_deref().unwrap_or("")
                         )));

@@ -98,7 +98,10 @@ impl LocalRoot {
         // unlinkat never follows a link in its last component: a link is removed as a link.
         match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(Error::Store(format!("cannot delete {key:?} in {}: {e}", self.path.display()))),
+            Err(e) => Err(Error::disk(
+                format_args!("cannot delete {key:?} in {}", self.path.display()),
+                e,
+            )),
         }
     }
 
@@ -153,8 +156,13 @@ impl LocalRoot {
                     "refusing to delete {key:?}: {} is a symbolic link, and housekeep never deletes outside the store root",
                     self.shown(at)
                 )),
-                (FileType::Directory, Some(e)) => Error::Store(format!("cannot delete {key:?}: {}: {e}", self.shown(at))),
-                _ => Error::Store(format!("cannot delete {key:?}: {} is not a directory", self.shown(at))),
+                (FileType::Directory, Some(e)) => {
+                    Error::disk(format_args!("cannot delete {key:?}: {}", self.shown(at)), e)
+                }
+                _ => Error::StoreFailed(format!(
+                    "cannot delete {key:?}: {} is not a directory",
+                    self.shown(at)
+                )),
             }));
         }
         current.ok_or_else(|| Resolve::Refused(Error::Input(format!("cannot delete {key:?}: empty directory path"))))
@@ -240,7 +248,7 @@ impl LocalRoot {
     }
 
     fn listing_failed(&self, what: &str, e: Errno) -> Error {
-        Error::Store(format!("listing {}: {what}: {e}", self.path.display()))
+        Error::disk(format_args!("listing {}: {what}", self.path.display()), e)
     }
 
     /// The directory a listing starts from (the root, or `under` below it), opened level by

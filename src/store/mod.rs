@@ -46,6 +46,22 @@ pub fn retry_config() -> object_store::RetryConfig {
     }
 }
 
+/// Why a store whose URL is valid could not be opened (reported with the URL, exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("directory {} does not exist", .0.display())]
+    NoDirectory(std::path::PathBuf),
+    #[error("cannot open {}: {source}", .root.display())]
+    Root {
+        root: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// object_store refused the configuration (credentials, region, endpoint).
+    #[error("{0}")]
+    Build(#[source] object_store::Error),
+}
+
 /// One object store plus the prefix every key of ours lives under.
 #[derive(Clone)]
 pub struct Store {
@@ -70,17 +86,25 @@ impl Store {
     /// environment variables of each cloud (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
     pub fn open(url: &str) -> Result<Store> {
         let shown = redact_url(url);
-        let parsed = StoreUrl::parse(url).map_err(Error::config)?;
-        let build_err = |e: object_store::Error| Error::config(format!("store {shown}: {e}"));
+        let parsed = StoreUrl::parse(url)?;
+        let open_err = |e: OpenError| Error::StoreOpen {
+            url: shown.clone(),
+            source: e,
+        };
+        let build_err = |e: object_store::Error| open_err(OpenError::Build(e));
         type Parts = (Arc<dyn ObjectStore>, String, bool, Option<Arc<local::LocalRoot>>, Option<Arc<dyn PaginatedListStore>>);
         let (inner, prefix, bulk, local, paged): Parts = match parsed {
             StoreUrl::Local { root } => {
                 if !root.is_dir() {
-                    return Err(Error::config(format!("store {shown}: directory {} does not exist", root.display())));
+                    return Err(open_err(OpenError::NoDirectory(root)));
                 }
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
-                let local = local::LocalRoot::open(&root)
-                    .map_err(|e| Error::config(format!("store {shown}: cannot open {}: {e}", root.display())))?;
+                let local = local::LocalRoot::open(&root).map_err(|source| {
+                    open_err(OpenError::Root {
+                        root: root.clone(),
+                        source,
+                    })
+                })?;
                 (Arc::new(fs), String::new(), false, Some(Arc::new(local)), None)
             }
             StoreUrl::S3 { bucket, prefix } => {
@@ -152,11 +176,17 @@ impl Store {
     }
 
     fn path(full: &str) -> Result<Path> {
-        Path::parse(full).map_err(|e| Error::Input(format!("key \"{full}\": {e}")))
+        Path::parse(full).map_err(|source| Error::Key {
+            key: full.into(),
+            source,
+        })
     }
 
     pub async fn put(&self, full: &str, data: Bytes) -> Result<()> {
-        self.inner.put(&Self::path(full)?, PutPayload::from_bytes(data)).await?;
+        self.inner
+            .put(&Self::path(full)?, PutPayload::from_bytes(data))
+            .await
+            .map_err(|e| Error::store(full, e))?;
         Ok(())
     }
 
@@ -166,7 +196,7 @@ impl Store {
         match self.inner.head(&Self::path(full)?).await {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(Error::store(full, e)),
         }
     }
 
@@ -187,8 +217,12 @@ impl Store {
         self.put(full, data).await?;
         if let Some(root) = &self.local {
             let path = root.path().join(full);
-            let f = std::fs::File::options().write(true).open(&path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
-            f.set_modified(modified).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::disk(path.display(), e))?;
+            f.set_modified(modified)
+                .map_err(|e| Error::disk(path.display(), e))?;
         }
         Ok(())
     }
@@ -263,21 +297,21 @@ impl Store {
             let root = root.clone();
             return tokio::task::spawn_blocking(move || root.delete(path.as_ref()))
                 .await
-                .map_err(|e| Error::other(format!("delete of {full:?} did not finish: {e}")))?;
+                .map_err(|e| Error::join(format!("delete of {full:?} did not finish"), e))?;
         }
         match self.inner.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(Error::store(full, e)),
         }
     }
 
     async fn delete_chunk(&self, keys: &[String]) -> Vec<Result<()>> {
         let mut paths = Vec::with_capacity(keys.len());
-        let mut bad = vec![None; keys.len()];
+        let mut bad: Vec<Option<Error>> = keys.iter().map(|_| None).collect();
         for (i, k) in keys.iter().enumerate() {
             match Self::path(k) {
                 Ok(p) => paths.push(Ok(p)),
-                Err(e) => bad[i] = Some(e.to_string()),
+                Err(e) => bad[i] = Some(e),
             }
         }
         let sent = paths.len();
@@ -295,11 +329,12 @@ impl Store {
         }
         .into_iter();
         bad.into_iter()
-            .map(|b| match b {
-                Some(msg) => Err(Error::Input(msg)),
+            .zip(keys)
+            .map(|(b, key)| match b {
+                Some(e) => Err(e),
                 None => match results.next().expect("one result per sent key") {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(Error::store(key, e)),
                 },
             })
             .collect()

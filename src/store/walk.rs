@@ -37,7 +37,7 @@ pub(crate) fn final_objects(root: PathBuf, dir: String, after: Option<String>) -
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    chunk.push(Err(Error::Store(format!("{}: {e}", path.display()))));
+                    chunk.push(Err(Error::disk(path.display(), e)));
                     let _ = tx.blocking_send(chunk);
                     return;
                 }
@@ -76,7 +76,7 @@ pub(crate) fn final_objects(root: PathBuf, dir: String, after: Option<String>) -
                     Ok(m) => m,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => {
-                        chunk.push(Err(Error::Store(format!("{}: {e}", entry.path().display()))));
+                        chunk.push(Err(Error::disk(entry.path().display(), e)));
                         let _ = tx.blocking_send(chunk);
                         return;
                     }
