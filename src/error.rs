@@ -9,7 +9,8 @@
 //! Each layer has its own error type carrying what it is about ([`DurationError`],
 //! [`ScheduleError`], [`UrlError`], [`StoreUrlError`], …); the database, store and file errors
 //! keep their cause as [`std::error::Error::source`]. A message reads whole on its own, as it did
-//! before causes were kept.
+//! before causes were kept: [`Error::report`] adds, below it, only the causes it does not already
+//! tell.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -259,6 +260,60 @@ impl Error {
             what: what.to_string(),
             source,
         }
+    }
+
+    /// The message, then each cause it does not already tell, one per line (`caused by: …`).
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+
+    /// Whether the message already tells every cause, so that [`Report`] adds none.
+    fn tells_its_causes(&self) -> bool {
+        match self {
+            // describe_pg_error walked the chain, and left out on purpose the server's severity
+            // and the pool's wording of a timeout.
+            Error::Database { .. } | Error::Pool { .. } => true,
+            Error::Migration(m) => m.tells_everything(),
+            _ => false,
+        }
+    }
+}
+
+/// An error as `main` prints it: [`Error`]'s message, then the causes it does not already tell
+/// (a store's HTTP or connection error below object_store's words, the database error that
+/// stopped a migration). A cause whose text the lines above already contain adds nothing and is
+/// left out, so most errors stay one line.
+pub struct Report<'a>(&'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut told = self.0.to_string();
+        f.write_str(&told)?;
+        let mut cause = if self.0.tells_its_causes() {
+            None
+        } else {
+            std::error::Error::source(self.0)
+        };
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !text.trim().is_empty() && !told.contains(&text) {
+                // Causes come from other crates: control characters are escaped, and a cause of
+                // several lines is indented under its first.
+                let shown: String = text
+                    .chars()
+                    .map(|ch| match ch {
+                        '\n' => "\n    ".to_string(),
+                        ch if ch.is_control() => ch.escape_debug().to_string(),
+                        ch => ch.to_string(),
+                    })
+                    .collect();
+                write!(f, "\n  caused by: {shown}")?;
+                told.push('\n');
+                told.push_str(&text);
+            }
+            cause = c.source();
+        }
+        Ok(())
     }
 }
 
@@ -519,6 +574,51 @@ mod tests {
     }
 
     #[test]
+    fn the_report_adds_only_causes_the_message_does_not_tell() {
+        // object_store's words include its source here: nothing to add.
+        let e = Error::store("k", store_error());
+        assert_eq!(e.report().to_string(), e.to_string());
+        // A cause below the one the message shows is added on its own line.
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let http = std::io::Error::other(WithSource("error sending request", inner));
+        let e = Error::store(
+            "k",
+            object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(WithSource("request failed", http)),
+            },
+        );
+        let report = e.report().to_string();
+        assert_eq!(report.lines().count(), 3, "{report}");
+        assert!(report.starts_with(&e.to_string()), "{report}");
+        assert!(
+            report
+                .ends_with("\n  caused by: error sending request\n  caused by: connection refused"),
+            "{report}"
+        );
+        // A database error's message already tells its chain.
+        let e = Error::from(pg_error());
+        assert_eq!(e.report().to_string(), e.to_string());
+        // Configuration errors stay one line.
+        let e = crate::config::load_from(
+            None,
+            &[(
+                "HOUSEKEEP_TASKS_UNLOCK_SCHEDULE".into(),
+                "61 * * * *".into(),
+            )],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.report().to_string(), e.to_string());
+        assert_eq!(
+            e.to_string(),
+            "tasks.unlock.schedule (from environment variable HOUSEKEEP_TASKS_UNLOCK_SCHEDULE): \
+             minute 61 is out of range 0-59 in \"61 * * * *\""
+        );
+    }
+
+    #[test]
     fn no_cause_of_a_database_url_error_repeats_the_url() {
         for url in [
             "postgres://u:S3cret@h:54x/db",
@@ -526,13 +626,28 @@ mod tests {
             "host=h password=S3cret port=x",
         ] {
             let e = Error::DatabaseUrl(crate::db::parse_url(url).unwrap_err());
-            let mut text = e.to_string();
+            let mut text = e.report().to_string();
             let mut cause = e.source();
             while let Some(c) = cause {
                 text.push_str(&c.to_string());
                 cause = c.source();
             }
             assert!(!text.contains("S3cret"), "{url}: {text}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct WithSource(&'static str, std::io::Error);
+
+    impl fmt::Display for WithSource {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for WithSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
         }
     }
 }

@@ -50,6 +50,18 @@ pub struct MigrationError {
     pub source: refinery::Error,
 }
 
+impl MigrationError {
+    /// Whether the message already says all there is: a changed or unknown migration is described
+    /// in full, the other kinds carry the database's error as a cause.
+    pub fn tells_everything(&self) -> bool {
+        use refinery::error::Kind;
+        matches!(
+            self.source.kind(),
+            Kind::DivergentVersion(..) | Kind::MissingVersion(..)
+        )
+    }
+}
+
 mod gitlab_set {
     refinery::embed_migrations!("sql/gitlab");
 }
