@@ -12,15 +12,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod error;
+pub use error::{ConfigError, Source, ValueError};
 use toml::{Table, Value};
 
-use crate::db::conninfo::UrlError;
 use crate::db::url::parse_url;
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
 use crate::registry::{Limit, Task};
-use crate::schedule::{Schedule, ScheduleError};
-use crate::store::url::{StoreUrl, StoreUrlError};
+use crate::schedule::Schedule;
+use crate::store::url::StoreUrl;
 
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
@@ -199,87 +201,6 @@ impl Default for Config {
     }
 }
 
-/// Where a value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Default,
-    File(PathBuf),
-    Env(String),
-    Flag(String),
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Default => f.write_str("default"),
-            Source::File(p) => write!(f, "config file {}", p.display()),
-            Source::Env(v) => write!(f, "environment variable {v}"),
-            Source::Flag(v) => write!(f, "flag {v}"),
-        }
-    }
-}
-
-/// What is wrong with the configuration as a whole: its file, or a variable that is not a key.
-/// Errors about one key's value are [`Error::Config`], with a [`ValueError`].
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config file {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A TOML or type error in the file. The `toml` crate's error is not kept: its display quotes
-    /// the offending line, which may be the one holding the password; `message` is its message
-    /// with any quoted string value left out and control characters escaped.
-    #[error("{}", file_error_message(.path, .position, .key.as_deref(), .message))]
-    File {
-        path: PathBuf,
-        position: Option<(usize, usize)>,
-        key: Option<String>,
-        message: String,
-    },
-    #[error("unknown environment variable {name}; housekeep reads {}", .known.join(", "))]
-    UnknownVariable { name: String, known: Vec<String> },
-}
-
-/// Why a key's value is refused (the key and its layer are in [`Error::Config`]).
-#[derive(Debug, thiserror::Error)]
-pub enum ValueError {
-    #[error(transparent)]
-    DatabaseUrl(#[from] UrlError),
-    #[error(transparent)]
-    StoreUrl(#[from] StoreUrlError),
-    #[error(transparent)]
-    Schedule(#[from] ScheduleError),
-    /// `local_store_url` must be a `file://` URL; `shown` is redacted.
-    #[error("\"{shown}\" must be a file:// URL")]
-    NotLocal { shown: String },
-    #[error("{value:?} is not an address like 127.0.0.1:9718")]
-    NotAnAddress { value: String },
-    #[error("must be between {lo} and {hi}, got {got}")]
-    OutOfRange { lo: i64, hi: i64, got: i64 },
-    #[error("must be longer than 0s")]
-    NotPositive,
-    /// `tasks` are the ones that do.
-    #[error("{task:?} is not a task that changes GitLab's rows; name any of {}", .tasks.join(", "))]
-    NotAGitlabTask {
-        task: String,
-        tasks: Vec<&'static str>,
-    },
-    /// A task-specific limit set on a task that does not read it (`tasks` are the ones that do).
-    #[error("applies only to {}", .tasks.join(" and "))]
-    NotThisTask { tasks: Vec<String> },
-    #[error("expected a whole number, got {raw:?}")]
-    NotAnInteger { raw: String },
-    #[error("expected true or false, got {raw:?}")]
-    NotABoolean { raw: String },
-    /// What serde found wrong (a bad duration, an unknown log format), with any quoted string
-    /// value left out and control characters escaped.
-    #[error("{0}")]
-    Invalid(String),
-}
-
 /// A value given on the command line for a key: (dotted key, value, flag name).
 #[derive(Debug, Clone)]
 pub struct FlagOverride {
@@ -399,23 +320,6 @@ fn file_error(path: &Path, text: &str, key: Option<String>, e: &toml::de::Error)
     .into()
 }
 
-fn file_error_message(
-    path: &Path,
-    position: &Option<(usize, usize)>,
-    key: Option<&str>,
-    message: &str,
-) -> String {
-    let mut msg = format!("config file {}", path.display());
-    if let Some((line, column)) = *position {
-        msg.push_str(&format!(", line {line}, column {column}"));
-    }
-    if let Some(key) = key {
-        msg.push_str(&format!(", key {key}"));
-    }
-    msg.push_str(&format!(": {message}"));
-    msg
-}
-
 /// serde's "invalid type: string \"x\", expected …" without the string.
 fn without_quoted_string(m: &str) -> Cow<'_, str> {
     for lead in ["invalid type: string \"", "invalid value: string \""] {
@@ -532,95 +436,87 @@ fn set_key(table: &mut Table, key: &str, value: Value) {
 
 fn validate(l: &Loaded) -> Result<()> {
     let c = &l.config;
-    let err = |key: &str, source: ValueError| Error::Config {
-        key: key.into(),
-        origin: l.source_of(key),
-        source: Box::new(source),
-    };
-    if let Some(url) = &c.database_url {
-        parse_url(url).map_err(|e| err("database_url", e.into()))?;
-    }
-    for key in ["store_url", "local_store_url"] {
-        let v = if key == "store_url" { &c.store_url } else { &c.local_store_url };
-        if let Some(url) = v {
-            let parsed = StoreUrl::parse(url).map_err(|e| err(key, e.into()))?;
-            if key == "local_store_url" && !matches!(parsed, StoreUrl::Local { .. }) {
-                return Err(err(
-                    key,
-                    ValueError::NotLocal {
-                        shown: redact_url(url),
-                    },
-                ));
-            }
-        }
-    }
-    c.listen.parse::<SocketAddr>().map_err(|_| {
-        err(
-            "listen",
-            ValueError::NotAnAddress {
-                value: c.listen.clone(),
-            },
-        )
-    })?;
-    // Counts are bounded so that no setting can exhaust memory, connections or file handles by a
-    // typo; durations are bounded to 100 years when they are parsed ([`HumanDuration`]).
-    let within = |key: &str, v: i64, (lo, hi): (i64, i64)| {
-        if (lo..=hi).contains(&v) {
-            Ok(())
-        } else {
-            Err(err(key, ValueError::OutOfRange { lo, hi, got: v }))
-        }
-    };
-    let positive = |key: &str, d: HumanDuration| {
-        if d.0.is_zero() {
-            Err(err(key, ValueError::NotPositive))
-        } else {
-            Ok(())
-        }
-    };
-    within("db_pool_size", i64::try_from(c.db_pool_size).unwrap_or(i64::MAX), DB_POOL_SIZE)?;
-    within("store_concurrency", i64::try_from(c.store_concurrency).unwrap_or(i64::MAX), STORE_CONCURRENCY)?;
-    positive("db_connect_timeout", c.db_connect_timeout)?;
+    let check = Checker { l };
+    check.urls()?;
+    c.listen.parse::<SocketAddr>().map_err(|_| check.err("listen", ValueError::NotAnAddress { value: c.listen.clone() }))?;
+    check.within("db_pool_size", i64::try_from(c.db_pool_size).unwrap_or(i64::MAX), DB_POOL_SIZE)?;
+    check.within("store_concurrency", i64::try_from(c.store_concurrency).unwrap_or(i64::MAX), STORE_CONCURRENCY)?;
+    check.positive("db_connect_timeout", c.db_connect_timeout)?;
     for t in &c.gitlab_tasks {
         if !Task::changing_gitlab_rows().any(|g| g.name() == t) {
             let tasks: Vec<&str> = Task::changing_gitlab_rows().map(Task::name).collect();
-            return Err(err(
-                "gitlab_tasks",
-                ValueError::NotAGitlabTask {
-                    task: t.clone(),
-                    tasks,
-                },
-            ));
+            return Err(check.err("gitlab_tasks", ValueError::NotAGitlabTask { task: t.clone(), tasks }));
         }
     }
     for (task, t) in c.tasks.iter() {
-        let name = task.name();
-        let key = |k: &str| format!("tasks.{name}.{k}");
-        t.schedule
-            .parse::<Schedule>()
-            .map_err(|e| err(&key("schedule"), e.into()))?;
-        within(&key("batch_size"), t.batch_size, BATCH_SIZE)?;
-        positive(&key("time_budget"), t.time_budget)?;
-        // A limit set on a task that does not read it would be silently ignored.
+        check.task(task, t)?;
+    }
+    Ok(())
+}
+
+/// Checks values, naming the key and the layer that set it. Counts are bounded so that no
+/// setting can exhaust memory, connections or file handles by a typo; durations are bounded to
+/// 100 years when they are parsed ([`HumanDuration`]).
+struct Checker<'a> {
+    l: &'a Loaded,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, source: ValueError) -> Error {
+        Error::Config { key: key.into(), origin: self.l.source_of(key), source: Box::new(source) }
+    }
+
+    fn within(&self, key: &str, v: i64, (lo, hi): (i64, i64)) -> Result<()> {
+        if (lo..=hi).contains(&v) { Ok(()) } else { Err(self.err(key, ValueError::OutOfRange { lo, hi, got: v })) }
+    }
+
+    fn positive(&self, key: &str, d: HumanDuration) -> Result<()> {
+        if d.0.is_zero() { Err(self.err(key, ValueError::NotPositive)) } else { Ok(()) }
+    }
+
+    fn urls(&self) -> Result<()> {
+        let c = &self.l.config;
+        if let Some(url) = &c.database_url {
+            parse_url(url).map_err(|e| self.err("database_url", e.into()))?;
+        }
+        for (key, v) in [("store_url", &c.store_url), ("local_store_url", &c.local_store_url)] {
+            if let Some(url) = v {
+                let parsed = StoreUrl::parse(url).map_err(|e| self.err(key, e.into()))?;
+                if key == "local_store_url" && !matches!(parsed, StoreUrl::Local { .. }) {
+                    return Err(self.err(key, ValueError::NotLocal { shown: redact_url(url) }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A task's settings; a limit set on a task that does not read it would be silently ignored,
+    /// so it is refused.
+    fn task(&self, task: Task, t: &TaskConfig) -> Result<()> {
+        let key = |k: &str| format!("tasks.{task}.{k}");
+        t.schedule.parse::<Schedule>().map_err(|e| self.err(&key("schedule"), e.into()))?;
+        self.within(&key("batch_size"), t.batch_size, BATCH_SIZE)?;
+        self.positive(&key("time_budget"), t.time_budget)?;
         let applies = |l: Limit| task.limit_default(l).is_some();
         let not_here = |l: Limit| {
-            let tasks: Vec<String> = Task::ALL.into_iter().filter(|t| t.limit_default(l).is_some()).map(|t| format!("tasks.{t}")).collect();
-            err(&key(l.key()), ValueError::NotThisTask { tasks })
+            let tasks: Vec<String> =
+                Task::ALL.into_iter().filter(|t| t.limit_default(l).is_some()).map(|t| format!("tasks.{t}")).collect();
+            self.err(&key(l.key()), ValueError::NotThisTask { tasks })
         };
         if applies(Limit::MaxRows) {
-            within(&key("max_rows"), t.max_rows, MAX_ROWS)?;
+            self.within(&key("max_rows"), t.max_rows, MAX_ROWS)?;
         } else if t.max_rows != 0 {
             return Err(not_here(Limit::MaxRows));
         }
         for (l, v) in [(Limit::Lease, t.lease), (Limit::MaxAge, t.max_age)] {
             match v {
-                Some(d) if applies(l) => positive(&key(l.key()), d)?,
+                Some(d) if applies(l) => self.positive(&key(l.key()), d)?,
                 Some(_) => return Err(not_here(l)),
                 None => {}
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Bounds of the counts, inclusive.

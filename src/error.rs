@@ -15,10 +15,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::{ConfigError, Source, ValueError};
-use crate::db::migrate::{MigrationError, SchemaError};
-use crate::db::{TlsError, UrlError};
-use crate::store::{OpenError, StoreUrlError};
+// Only the leaf modules that define each layer's errors: none of them depends on this one.
+use crate::config::error::{ConfigError, Source, ValueError};
+use crate::db::conninfo::UrlError;
+use crate::db::migrate::error::{MigrationError, SchemaError};
+use crate::db::tls::TlsError;
+use crate::store::error::OpenError;
+use crate::store::url::StoreUrlError;
 
 #[cfg(doc)]
 use crate::{duration::DurationError, schedule::ScheduleError};
@@ -357,37 +360,6 @@ fn io_message(path: Option<&std::path::Path>, e: &std::io::Error) -> String {
     }
 }
 
-impl From<tokio_postgres::Error> for Error {
-    fn from(source: tokio_postgres::Error) -> Self {
-        let context = if connection_lost(&source) {
-            DbContext::Lost {
-                target: crate::db::last_target(),
-            }
-        } else {
-            DbContext::Statement
-        };
-        Error::Database { context, source }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for Error {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            // The pool opens a new connection here: the database went away (or never answered).
-            deadpool_postgres::PoolError::Backend(e) if e.as_db_error().is_some() => e.into(),
-            deadpool_postgres::PoolError::Backend(source) => Error::Database {
-                context: DbContext::Reconnect {
-                    target: crate::db::last_target(),
-                },
-                source,
-            },
-            other => Error::Pool {
-                target: None,
-                source: other,
-            },
-        }
-    }
-}
 
 /// Whether the connection itself failed (closed, reset, the server shut down or terminated the
 /// session) rather than the statement.

@@ -4,7 +4,7 @@
 //! task is in [`crate::tasks`].
 //!
 //! Adding a task: a variant here, its [`TaskSpec`] in [`Task::spec`], and its step in
-//! `crate::tasks` (a [`crate::tasks::BatchTask`] and one line of `tasks::runner::run_task`).
+//! `crate::tasks` (a [`crate::tasks::BatchTask`] and its line in [`crate::tasks::run`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::error::{DbContext, Error, Result};
+use crate::error::{connection_lost, DbContext, Error, Result};
 pub use conninfo::UrlError;
 pub use tls::TlsError;
 pub use url::parse_url;
@@ -105,4 +105,37 @@ pub async fn connect(url: &str, connect_timeout: Duration, pool_size: usize) -> 
 /// Fail with a clear message when the schema is not there yet; otherwise the database's mode.
 pub async fn require_schema(client: &tokio_postgres::Client) -> Result<migrate::Mode> {
     migrate::mode(client).await
+}
+
+/// A statement that failed, or a connection that was lost mid-run (naming the server it was to).
+impl From<tokio_postgres::Error> for Error {
+    fn from(source: tokio_postgres::Error) -> Self {
+        let context = if connection_lost(&source) {
+            DbContext::Lost {
+                target: last_target(),
+            }
+        } else {
+            DbContext::Statement
+        };
+        Error::Database { context, source }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            // The pool opens a new connection here: the database went away (or never answered).
+            deadpool_postgres::PoolError::Backend(e) if e.as_db_error().is_some() => e.into(),
+            deadpool_postgres::PoolError::Backend(source) => Error::Database {
+                context: DbContext::Reconnect {
+                    target: last_target(),
+                },
+                source,
+            },
+            other => Error::Pool {
+                target: None,
+                source: other,
+            },
+        }
+    }
 }

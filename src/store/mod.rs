@@ -14,6 +14,7 @@ mod walk;
 mod listing;
 pub mod local;
 pub mod url;
+pub mod error;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::db::conninfo::redact as redact_url;
 use crate::error::{Error, Result};
+pub use error::OpenError;
 pub use url::{StoreUrl, StoreUrlError};
 
 /// S3 DeleteObjects takes at most 1,000 keys a request.
@@ -44,22 +46,6 @@ pub fn retry_config() -> object_store::RetryConfig {
         max_retries: 5,
         retry_timeout: std::time::Duration::from_secs(20),
     }
-}
-
-/// Why a store whose URL is valid could not be opened (reported with the URL, exit 2).
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("directory {} does not exist", .0.display())]
-    NoDirectory(std::path::PathBuf),
-    #[error("cannot open {}: {source}", .root.display())]
-    Root {
-        root: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// object_store refused the configuration (credentials, region, endpoint).
-    #[error("{0}")]
-    Build(#[source] object_store::Error),
 }
 
 /// One object store plus the prefix every key of ours lives under.

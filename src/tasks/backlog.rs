@@ -1,6 +1,6 @@
 //! Backlog gauges: what is waiting for each task.
 
-use super::Context;
+use super::context::Context;
 use crate::error::Result;
 
 const BACKLOG: &str = "

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 
 use serde::Serialize;
 
-use super::report::{add_fields, TaskStats};
-use super::{BatchTask, Next, Run, Step, Stopped};
+use super::outcome::{add_fields, Stopped, TaskStats};
+use super::runner::{BatchTask, Next, Run, Step};
 use crate::error::Result;
 use crate::metrics::{age_bucket, Metrics};
 use crate::registry::Limit;

@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::moved::{move_to_queue_sql, MovedAudit};
-use super::report::{add_fields, TaskStats};
-use super::{BatchTask, MoveSql, Run, Step};
+use super::moved::{move_to_queue_sql, MoveSql, MovedAudit};
+use super::outcome::{add_fields, TaskStats};
+use super::runner::{BatchTask, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
 

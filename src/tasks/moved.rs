@@ -1,7 +1,7 @@
 //! Moving artifact rows to the deletion queue, shared by `expire` and `unknown`: the statement
 //! and the audit records of the rows it moved.
 
-use super::Run;
+use super::runner::Run;
 use crate::audit::{ArtifactRecord, Audit};
 use crate::error::{Error, Result};
 
@@ -56,7 +56,7 @@ macro_rules! move_to_queue_sql {
         )
     };
     ($($batch:tt)+) => {
-        $crate::tasks::MoveSql {
+        $crate::tasks::moved::MoveSql {
             rows: move_to_queue_sql!(@ "SELECT id, project_id, job_id, file_type, size, store_dir || '/' || file AS key FROM del"; $($batch)+),
             totals: move_to_queue_sql!(@ "SELECT count(*) AS moved, COALESCE(sum(size), 0)::bigint AS moved_bytes FROM del"; $($batch)+),
         }

@@ -7,12 +7,15 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use super::report::{Outcome, Report, Stats, Stopped, TaskStats};
-use super::{backlog, delete_objects, expire, stale_uploads, unknown, unlock, Context};
+use super::backlog;
+use super::context::Context;
+use super::outcome::{Outcome, Stopped, TaskStats};
+use super::report::Report;
 use crate::audit::Audit;
 use crate::config::{Config, TaskConfig};
 use crate::db::migrate::Mode;
@@ -23,9 +26,9 @@ use crate::registry::Task;
 /// statements, work in flight) in its own value, opened once per run.
 pub trait BatchTask: Sized + Send {
     /// What a run did, added up batch by batch.
-    type Stats: TaskStats + Into<Stats>;
+    type Stats: TaskStats;
     /// What a dry run found.
-    type Plan: Into<Stats> + Send;
+    type Plan: serde::Serialize + std::fmt::Debug + Send + Sync + 'static;
 
     /// Start a run: a connection, the run's fixed start time, prepared statements.
     fn open(run: &Run<'_>) -> impl Future<Output = Result<Self>> + Send;
@@ -107,11 +110,12 @@ pub struct RunOptions {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
-/// Run one task now. Every run that gets as far as asking for a connection is counted in
-/// `housekeep_task_runs_total`, failures included (a database that is down, a panic).
-pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> {
+/// Run task `task`, whose engine is `T`, now. Every run that gets as far as asking for a
+/// connection is counted in `housekeep_task_runs_total`, failures included (a database that is
+/// down, a panic).
+pub async fn run_job<T: BatchTask>(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> {
     let started = Instant::now();
-    let result = run_locked(ctx, task, &opts, started).await;
+    let result = run_locked::<T>(ctx, task, &opts, started).await;
     let m = &ctx.metrics;
     let outcome = result.as_ref().map_or(Outcome::Failure, |r| r.outcome);
     m.task_runs.with_label_values(&[task.name(), outcome.label()]).inc();
@@ -129,7 +133,7 @@ pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> 
     match result {
         Ok(mut report) => {
             report.seconds = seconds;
-            tracing::info!(task = task.name(), run_id = report.run_id, outcome = outcome.label(), counts = ?report.stats.counts(), seconds, "run finished");
+            tracing::info!(task = task.name(), run_id = report.run_id, outcome = outcome.label(), counts = ?report.counts(), seconds, "run finished");
             Ok(report)
         }
         Err(e) => {
@@ -170,7 +174,7 @@ pub fn permitted(config: &Config, mode: Mode, task: Task) -> Result<()> {
 
 /// Take the task's lock, record the run, run the task, record how it ended and give the lock
 /// back, also when the task failed or panicked.
-async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Instant) -> Result<Report> {
+async fn run_locked<T: BatchTask>(ctx: &Context, task: Task, opts: &RunOptions, started: Instant) -> Result<Report> {
     let mut report = Report::new(task, opts.dry_run);
     // The lock lives on a connection of its own, held for the whole run.
     let lock_conn = ctx.pool.get().await?;
@@ -206,13 +210,13 @@ async fn run_locked(ctx: &Context, task: Task, opts: &RunOptions, started: Insta
     tracing::info!(task = task.name(), run_id, dry_run = opts.dry_run, "run started");
     // A panic must not leave the lock on a pooled connection (the task would be skipped until
     // that connection closes, on every replica): it becomes this run's failure.
-    let result = match AssertUnwindSafe(run_task(&run, &mut report, opts.progress.as_ref())).catch_unwind().await {
+    let result = match AssertUnwindSafe(drive::<T>(&run, &mut report, opts.progress.as_ref())).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => Err(Error::other(format!("the {task} run panicked ({}); it was stopped and its lock released", panic_message(&*panic)))),
     };
     report.seconds = started.elapsed().as_secs_f64();
     let outcome = if result.is_ok() { report.outcome } else { Outcome::Failure }.label();
-    let stats = serde_json::to_value(&report.stats).unwrap_or_default();
+    let stats = report.stats.as_ref().map(|s| s.to_json()).unwrap_or_default();
     if let Err(e) = lock_conn.execute(FINISH_RUN, &[&run_id, &outcome, &stats]).await {
         tracing::warn!(task = task.name(), run_id, error = %e, "could not record the end of the run");
     }
@@ -229,22 +233,11 @@ async fn start_run(conn: &tokio_postgres::Client, task: Task, dry_run: bool, loc
     Ok(conn.query_one(START_RUN, &[&task.name(), &dry_run, &hostname()]).await?.get("id"))
 }
 
-/// The registry's tasks, each with its engine.
-async fn run_task(run: &Run<'_>, report: &mut Report, progress: Option<&indicatif::ProgressBar>) -> Result<()> {
-    match run.task {
-        Task::Unlock => drive::<unlock::Unlock>(run, report, progress).await,
-        Task::Unknown => drive::<unknown::Unknown>(run, report, progress).await,
-        Task::Expire => drive::<expire::Expire>(run, report, progress).await,
-        Task::DeleteObjects => drive::<delete_objects::DeleteObjects>(run, report, progress).await,
-        Task::StaleUploads => drive::<stale_uploads::StaleUploads>(run, report, progress).await,
-    }
-}
-
 /// Plan, or step until done; the stats so far stay in `report` when a step fails.
 async fn drive<T: BatchTask>(run: &Run<'_>, report: &mut Report, progress: Option<&indicatif::ProgressBar>) -> Result<()> {
     let mut task = T::open(run).await?;
     if run.dry_run {
-        report.stats = task.plan(run).await?.into();
+        report.stats = Some(Arc::new(task.plan(run).await?));
         return Ok(());
     }
     let mut total = T::Stats::default();
@@ -285,7 +278,7 @@ async fn drive<T: BatchTask>(run: &Run<'_>, report: &mut Report, progress: Optio
         Outcome::Success
     };
     report.stopped = stopped;
-    report.stats = total.into();
+    report.stats = Some(Arc::new(total));
     match (failure, closed) {
         (Some(e), _) => Err(e),
         (None, Err(e)) => Err(e),

@@ -6,8 +6,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::report::{add_fields, TaskStats};
-use super::{BatchTask, Run, Step};
+use super::outcome::{add_fields, TaskStats};
+use super::runner::{BatchTask, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::registry::Limit;

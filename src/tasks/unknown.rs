@@ -9,9 +9,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::moved::{move_to_queue_sql, MovedAudit};
-use super::report::{add_fields, TaskStats};
-use super::{BatchTask, MoveSql, Next, Run, Step, Stopped};
+use super::moved::{move_to_queue_sql, MoveSql, MovedAudit};
+use super::outcome::{add_fields, Stopped, TaskStats};
+use super::runner::{BatchTask, Next, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
 

@@ -12,8 +12,8 @@
 
 use serde::Serialize;
 
-use super::report::{add_fields, TaskStats};
-use super::{BatchTask, Run, Step};
+use super::outcome::{add_fields, TaskStats};
+use super::runner::{BatchTask, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
 

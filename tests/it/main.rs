@@ -9,6 +9,7 @@ mod fixtures;
 
 mod adversarial;
 mod cli;
+mod code_shape;
 mod crash;
 mod faults;
 mod gitlab_rules;
