@@ -163,6 +163,94 @@ impl Task {
     }
 }
 
+/// A one-off bulk action (SPEC §6): run on demand on the batch runner, never scheduled. Its
+/// batch size is fixed here; it has no time budget (it runs until done or interrupted, and a
+/// second run resumes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// `delete-old artifacts`: the artifacts of jobs finished before a date.
+    DeleteOldArtifacts,
+    /// `delete-old jobs`: erase jobs finished before a date (artifacts and log).
+    DeleteOldJobs,
+    /// `delete-old pipelines`: delete pipelines finished before a date, with everything of theirs.
+    DeleteOldPipelines,
+    /// `expire-project-artifacts`: expire a project's deletable artifacts now.
+    ExpireProjectArtifacts,
+}
+
+/// Everything fixed about an action.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionSpec {
+    pub name: &'static str,
+    /// The advisory lock keeping two runs of the action apart.
+    pub lock_key: i64,
+    /// Rows (or jobs, or pipelines) per batch.
+    pub batch_size: i64,
+}
+
+impl Action {
+    pub fn spec(self) -> &'static ActionSpec {
+        const fn spec(name: &'static str, n: i64, batch_size: i64) -> ActionSpec {
+            ActionSpec { name, lock_key: LOCKS + n, batch_size }
+        }
+        const DELETE_OLD_ARTIFACTS: ActionSpec = spec("delete-old-artifacts", 10, 1000);
+        const DELETE_OLD_JOBS: ActionSpec = spec("delete-old-jobs", 11, 500);
+        const DELETE_OLD_PIPELINES: ActionSpec = spec("delete-old-pipelines", 12, 100);
+        // GitLab's ExpireProjectBuildArtifactsWorker: 1,000 rows a batch.
+        const EXPIRE_PROJECT_ARTIFACTS: ActionSpec = spec("expire-project-artifacts", 13, 1000);
+        match self {
+            Action::DeleteOldArtifacts => &DELETE_OLD_ARTIFACTS,
+            Action::DeleteOldJobs => &DELETE_OLD_JOBS,
+            Action::DeleteOldPipelines => &DELETE_OLD_PIPELINES,
+            Action::ExpireProjectArtifacts => &EXPIRE_PROJECT_ARTIFACTS,
+        }
+    }
+}
+
+/// What the batch runner runs: a task of the pipeline or a one-off bulk action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum Job {
+    Task(Task),
+    Action(Action),
+}
+
+impl Job {
+    /// The name in logs, metric labels, audit records and `housekeep.runs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Task(t) => t.name(),
+            Job::Action(a) => a.spec().name,
+        }
+    }
+
+    pub fn lock_key(self) -> Option<i64> {
+        match self {
+            Job::Task(t) => t.lock_key(),
+            Job::Action(a) => Some(a.spec().lock_key),
+        }
+    }
+}
+
+impl From<Task> for Job {
+    fn from(t: Task) -> Job {
+        Job::Task(t)
+    }
+}
+
+impl From<Action> for Job {
+    fn from(a: Action) -> Job {
+        Job::Action(a)
+    }
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::fmt::Display for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -185,5 +273,11 @@ mod tests {
             }
         }
         assert!(Task::ALL.windows(2).all(|w| w[0] < w[1]), "ALL is in declaration order");
+        let actions = [Action::DeleteOldArtifacts, Action::DeleteOldJobs, Action::DeleteOldPipelines, Action::ExpireProjectArtifacts];
+        for a in actions {
+            assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(a.spec().name.into()));
+            assert!(locks.insert(a.spec().lock_key), "{} shares its lock", a.spec().name);
+            assert!(Task::from_name(a.spec().name).is_none());
+        }
     }
 }
