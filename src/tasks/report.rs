@@ -21,6 +21,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for the metrics' series that exist from the start.
+    pub const ALL: [Outcome; 5] = [Outcome::Success, Outcome::Skipped, Outcome::Partial, Outcome::Interrupted, Outcome::Failure];
+
     /// The `outcome` label of the metrics and of `housekeep.runs`.
     pub fn label(self) -> &'static str {
         match self {

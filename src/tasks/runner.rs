@@ -111,7 +111,9 @@ pub struct RunOptions {
 /// `housekeep_task_runs_total`, failures included (a database that is down, a panic).
 pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> {
     let started = Instant::now();
+    let running = ctx.metrics.running(task);
     let result = run_locked(ctx, task, &opts, started).await;
+    drop(running);
     let m = &ctx.metrics;
     let outcome = result.as_ref().map_or(Outcome::Failure, |r| r.outcome);
     m.task_runs.with_label_values(&[task.name(), outcome.label()]).inc();
