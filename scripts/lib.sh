@@ -157,3 +157,27 @@ stop_servers() {
   if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
+
+# promtool (Prometheus' rule checker) in .venv/bin, taken from Debian's prometheus package without
+# installing it: installing would add a user and start a Prometheus server on a systemd host.
+# Exports HK_TEST_PROMTOOL.
+ensure_promtool() {
+  local bin="$ROOT/.venv/bin/promtool" tmp
+  if [ ! -x "$bin" ]; then
+    if command -v promtool >/dev/null; then
+      bin=$(command -v promtool)
+    else
+      log "extracting promtool from Debian's prometheus package into .venv/bin"
+      tmp=$(mktemp -d)
+      (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) || {
+        $SUDO apt-get update -qq
+        (cd "$tmp" && apt-get download prometheus >/dev/null)
+      }
+      dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+      mkdir -p "$ROOT/.venv/bin"
+      install -m 755 "$tmp/usr/bin/promtool" "$bin"
+      rm -rf "$tmp"
+    fi
+  fi
+  export HK_TEST_PROMTOOL="$bin"
+}

@@ -155,6 +155,12 @@ impl TaskConfig {
         }
     }
 
+    /// The settings of a one-off action: its batch size, no schedule, no time budget (it runs
+    /// until done or interrupted).
+    pub fn one_off(batch_size: i64) -> Self {
+        TaskConfig { enabled: false, schedule: String::new(), ..TaskConfig::new("", batch_size, 100 * 365 * 86_400) }
+    }
+
     /// The defaults of `task`, from the registry.
     pub fn default_for(task: Task) -> Self {
         let spec = task.spec();

@@ -55,6 +55,8 @@ FROM (VALUES (1, 'expired, unlocked (expire deletes)'),
              (6, 'traces (never expired by housekeeping)')) AS s(n, label)
 LEFT JOIN (
   SELECT id, size, CASE
+    -- unknown resolves expired unknown-lock traces too (SPEC §4), as housekeep_backlog counts them
+    WHEN locked = 2 AND expire_at < now() THEN 2
     WHEN file_type = 3 THEN 6
     WHEN expire_at IS NULL THEN 5
     WHEN expire_at >= now() THEN 4

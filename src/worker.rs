@@ -141,6 +141,7 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
     });
 
     let schedules = schedules(&ctx).await?;
+    schedules.iter().for_each(|(t, s)| ctx.metrics.scheduled(*t, s, ctx.config.tasks[*t].time_budget.0));
     ctx.metrics.up.set(1);
     notify(sd_notify::NotifyState::Ready);
     tracing::info!(listen = %bound, tasks = ?schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>(), "worker ready");

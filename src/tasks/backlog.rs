@@ -14,7 +14,7 @@ SELECT (SELECT count(*) FROM p_ci_job_artifacts WHERE expire_at < now() AND lock
 pub async fn refresh(ctx: &Context) -> Result<()> {
     let c = ctx.pool.get().await?;
     let row = c.query_one(BACKLOG, &[]).await?;
-    for kind in ["expired_rows", "unknown_rows", "queued_objects", "ready_objects", "unlock_requests"] {
+    for kind in crate::metrics::BACKLOG_KINDS {
         ctx.metrics.backlog.with_label_values(&[kind]).set(row.get::<_, i64>(kind));
     }
     Ok(())

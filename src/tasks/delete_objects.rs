@@ -18,11 +18,12 @@ use chrono::{DateTime, Utc};
 
 use serde::Serialize;
 
-use super::outcome::{add_fields, Stopped, TaskStats};
+use super::outcome::Stopped;
+use super::stats::{add_fields, TaskStats};
 use super::runner::{BatchTask, Next, Run, Step};
 use crate::error::Result;
 use crate::metrics::{age_bucket, Metrics};
-use crate::registry::Limit;
+use crate::registry::{Limit, Task};
 use crate::store::layout;
 
 /// Claim ready rows: lease them (`pick_up_at = now + lease`, GitLab's protocol) and mark the
@@ -202,11 +203,12 @@ pub struct DeleteObjects {
 impl BatchTask for DeleteObjects {
     type Stats = DeleteObjectsStats;
     type Plan = DeleteObjectsPlan;
+    type Args = ();
 
-    async fn open(run: &Run<'_>) -> Result<Self> {
+    async fn open(run: &Run<'_>, (): ()) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
-        let lease = run.cfg.duration_limit(run.task, Limit::Lease);
-        let max_backoff = run.cfg.duration_limit(run.task, Limit::MaxAge);
+        let lease = run.cfg.duration_limit(Task::DeleteObjects, Limit::Lease);
+        let max_backoff = run.cfg.duration_limit(Task::DeleteObjects, Limit::MaxAge);
         let claim = client.prepare(CLAIM).await?;
         Ok(DeleteObjects {
             client,

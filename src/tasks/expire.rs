@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::moved::{move_to_queue_sql, MoveSql, MovedAudit};
-use super::outcome::{add_fields, TaskStats};
+use super::stats::{add_fields, TaskStats};
 use super::runner::{BatchTask, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -59,8 +59,9 @@ pub struct Expire {
 impl BatchTask for Expire {
     type Stats = ExpireStats;
     type Plan = ExpirePlan;
+    type Args = ();
 
-    async fn open(run: &Run<'_>) -> Result<Self> {
+    async fn open(run: &Run<'_>, (): ()) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
         let start = client.query_one("SELECT now() AS start", &[]).await?.get("start");
         Ok(Expire { client, start, audit: MovedAudit::new(run, "expired", "expire_at passed, unlocked") })

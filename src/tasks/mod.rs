@@ -19,13 +19,15 @@ pub mod outcome;
 pub mod report;
 pub mod runner;
 pub mod stale_uploads;
+pub mod stats;
 pub mod unknown;
 pub mod unlock;
 
 pub use crate::registry::Task;
 pub use backlog::refresh as refresh_backlog;
 pub use context::Context;
-pub use outcome::{Outcome, Stopped, TaskStats};
+pub use outcome::{Outcome, Stopped};
+pub use stats::TaskStats;
 pub use report::Report;
 pub use runner::{permitted, BatchTask, Next, Run, RunOptions, Step};
 
@@ -40,10 +42,10 @@ use crate::error::Result;
 /// Run one task now, on the batch runner ([`runner::run_job`]).
 pub async fn run(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> {
     match task {
-        Task::Unlock => runner::run_job::<unlock::Unlock>(ctx, task, opts).await,
-        Task::Unknown => runner::run_job::<unknown::Unknown>(ctx, task, opts).await,
-        Task::Expire => runner::run_job::<expire::Expire>(ctx, task, opts).await,
-        Task::DeleteObjects => runner::run_job::<delete_objects::DeleteObjects>(ctx, task, opts).await,
-        Task::StaleUploads => runner::run_job::<stale_uploads::StaleUploads>(ctx, task, opts).await,
+        Task::Unlock => runner::run_job::<unlock::Unlock>(ctx, task.into(), (), opts).await,
+        Task::Unknown => runner::run_job::<unknown::Unknown>(ctx, task.into(), (), opts).await,
+        Task::Expire => runner::run_job::<expire::Expire>(ctx, task.into(), (), opts).await,
+        Task::DeleteObjects => runner::run_job::<delete_objects::DeleteObjects>(ctx, task.into(), (), opts).await,
+        Task::StaleUploads => runner::run_job::<stale_uploads::StaleUploads>(ctx, task.into(), (), opts).await,
     }
 }

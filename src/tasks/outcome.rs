@@ -1,5 +1,4 @@
-//! What a run's steps report: the outcome of a run, why it stopped, and the stats each task adds
-//! up batch by batch. A leaf of the pipeline: every task and the runner use it.
+//! How a run ended and why it stopped. A leaf: the metrics, the runner and every task use it.
 
 use serde::Serialize;
 
@@ -20,6 +19,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for the metrics' series that exist from the start.
+    pub const ALL: [Outcome; 5] = [Outcome::Success, Outcome::Skipped, Outcome::Partial, Outcome::Interrupted, Outcome::Failure];
+
     /// The `outcome` label of the metrics and of `housekeep.runs`.
     pub fn label(self) -> &'static str {
         match self {
@@ -57,47 +59,4 @@ pub enum Stopped {
     Shutdown,
     /// Another process holds the task's lock.
     Locked,
-}
-
-/// The stats of one task's runs (or of its dry runs): added up batch by batch, counted into the
-/// metrics, shown as `key=value` pairs (the field names) and kept in `housekeep.runs.stats`.
-pub trait TaskStats: Serialize + Default + Clone + Send + Sync + std::fmt::Debug + 'static {
-    /// Add a batch's stats to the run's.
-    fn add(&mut self, batch: &Self);
-    /// Count a batch's stats into the metrics.
-    fn record(&self, _metrics: &crate::metrics::Metrics) {}
-    /// Items handled, for a progress bar.
-    fn items(&self) -> u64 {
-        0
-    }
-    /// Items that failed and will be retried: a run with any is `partial`.
-    fn failed(&self) -> i64 {
-        0
-    }
-}
-
-/// Implements [`TaskStats::add`] by adding every field.
-macro_rules! add_fields {
-    ($($field:ident),+) => {
-        fn add(&mut self, b: &Self) {
-            $(self.$field += b.$field;)+
-        }
-    };
-}
-pub(crate) use add_fields;
-
-/// A task's stats or plan, whatever its type: what a [`crate::tasks::Report`] holds.
-pub trait AnyStats: std::fmt::Debug + Send + Sync + 'static {
-    /// The fields as JSON (an object of counts).
-    fn to_json(&self) -> serde_json::Value;
-    fn as_any(&self) -> &dyn std::any::Any;
-}
-
-impl<T: Serialize + std::fmt::Debug + Send + Sync + 'static> AnyStats for T {
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
-use super::outcome::{AnyStats, Outcome, Stopped};
-use crate::registry::Task;
+use super::outcome::{Outcome, Stopped};
+use super::stats::AnyStats;
+use crate::registry::Job;
 
 /// What a run did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub task: Task,
+    /// The task or action that ran.
+    pub task: Job,
     pub run_id: Option<i64>,
     pub dry_run: bool,
     pub outcome: Outcome,
@@ -28,7 +30,7 @@ fn stats_json<S: Serializer>(stats: &Option<Arc<dyn AnyStats>>, s: S) -> Result<
 }
 
 impl Report {
-    pub(crate) fn new(task: Task, dry_run: bool) -> Report {
+    pub(crate) fn new(task: Job, dry_run: bool) -> Report {
         Report { task, run_id: None, dry_run, outcome: Outcome::Success, stats: None, seconds: 0.0, stopped: Stopped::Done }
     }
 

@@ -14,24 +14,28 @@ use futures::FutureExt;
 
 use super::backlog;
 use super::context::Context;
-use super::outcome::{Outcome, Stopped, TaskStats};
+use super::outcome::{Outcome, Stopped};
+use super::stats::TaskStats;
 use super::report::Report;
 use crate::audit::Audit;
 use crate::config::{Config, TaskConfig};
 use crate::db::migrate::Mode;
 use crate::error::{Error, Result};
-use crate::registry::Task;
+use crate::registry::Job;
 
 /// One task on the runner. A task keeps what lasts for the run (the run's start time, prepared
 /// statements, work in flight) in its own value, opened once per run.
 pub trait BatchTask: Sized + Send {
+    /// What the run is given besides its context: `()` for a task, the arguments of an action
+    /// (`--older-than`, `--project`, …).
+    type Args: Send;
     /// What a run did, added up batch by batch.
     type Stats: TaskStats;
     /// What a dry run found.
     type Plan: serde::Serialize + std::fmt::Debug + Send + Sync + 'static;
 
     /// Start a run: a connection, the run's fixed start time, prepared statements.
-    fn open(run: &Run<'_>) -> impl Future<Output = Result<Self>> + Send;
+    fn open(run: &Run<'_>, args: Self::Args) -> impl Future<Output = Result<Self>> + Send;
 
     /// What a run would do now, changing nothing (`--dry-run`).
     fn plan(&mut self, run: &Run<'_>) -> impl Future<Output = Result<Self::Plan>> + Send;
@@ -76,8 +80,10 @@ impl<S> Step<S> {
 /// The state of one run, handed to the task.
 pub struct Run<'a> {
     pub ctx: &'a Context,
-    pub task: Task,
-    pub cfg: &'a TaskConfig,
+    /// The task or action running.
+    pub job: Job,
+    /// Its settings: a task's from the configuration, an action's from the registry.
+    pub cfg: TaskConfig,
     pub dry_run: bool,
     pub deadline: Instant,
     pub audit: Audit,
@@ -110,22 +116,24 @@ pub struct RunOptions {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
-/// Run task `task`, whose engine is `T`, now. Every run that gets as far as asking for a
-/// connection is counted in `housekeep_task_runs_total`, failures included (a database that is
-/// down, a panic).
-pub async fn run_job<T: BatchTask>(ctx: &Context, task: Task, opts: RunOptions) -> Result<Report> {
+/// Run `job`, whose engine is `T`, now. Every run that gets as far as asking for a connection is
+/// counted in `housekeep_task_runs_total`, failures included (a database that is down, a panic).
+pub async fn run_job<T: BatchTask>(ctx: &Context, job: Job, args: T::Args, opts: RunOptions) -> Result<Report> {
+    let task = job.name();
     let started = Instant::now();
-    let result = run_locked::<T>(ctx, task, &opts, started).await;
+    let running = ctx.metrics.running(task);
+    let result = run_locked::<T>(ctx, job, args, &opts, started).await;
+    drop(running);
     let m = &ctx.metrics;
     let outcome = result.as_ref().map_or(Outcome::Failure, |r| r.outcome);
-    m.task_runs.with_label_values(&[task.name(), outcome.label()]).inc();
+    m.task_runs.with_label_values(&[task, outcome.label()]).inc();
     if outcome == Outcome::Skipped {
         return result;
     }
     let seconds = started.elapsed().as_secs_f64();
-    m.task_duration.with_label_values(&[task.name()]).observe(seconds);
+    m.task_duration.with_label_values(&[task]).observe(seconds);
     if !opts.dry_run && matches!(outcome, Outcome::Success | Outcome::Partial) {
-        m.task_last_success.with_label_values(&[task.name()]).set(chrono::Utc::now().timestamp() as f64);
+        m.task_last_success.with_label_values(&[task]).set(chrono::Utc::now().timestamp() as f64);
     }
     if let Err(e) = backlog::refresh(ctx).await {
         tracing::warn!(error = %e, "could not refresh backlog gauges");
@@ -133,11 +141,11 @@ pub async fn run_job<T: BatchTask>(ctx: &Context, task: Task, opts: RunOptions) 
     match result {
         Ok(mut report) => {
             report.seconds = seconds;
-            tracing::info!(task = task.name(), run_id = report.run_id, outcome = outcome.label(), counts = ?report.counts(), seconds, "run finished");
+            tracing::info!(task, run_id = report.run_id, outcome = outcome.label(), counts = ?report.counts(), seconds, "run finished");
             Ok(report)
         }
         Err(e) => {
-            tracing::error!(task = task.name(), error = %e, "run failed");
+            tracing::error!(task, error = %e, "run failed");
             Err(e)
         }
     }
@@ -160,8 +168,11 @@ const FINISH_RUN: &str = "UPDATE housekeep.runs SET finished_at = now(), outcome
 
 /// Whether `task` may run on a database of this mode: on a live GitLab database, the tasks that
 /// change GitLab's artifact rows (`unlock`, `unknown`, `expire`) run only when `gitlab_tasks`
-/// names them. The others share GitLab's queue through its own lease protocol.
-pub fn permitted(config: &Config, mode: Mode, task: Task) -> Result<()> {
+/// names them. The others share GitLab's queue through its own lease protocol, and one-off
+/// actions change rows only as GitLab's own API and services do (files through
+/// `ci_deleted_objects`).
+pub fn permitted(config: &Config, mode: Mode, job: impl Into<Job>) -> Result<()> {
+    let Job::Task(task) = job.into() else { return Ok(()) };
     if mode == Mode::Gitlab && task.spec().changes_gitlab_rows && !config.gitlab_tasks.iter().any(|t| t == task.name()) {
         return Err(Error::config(format!(
             "{task} changes GitLab's artifact rows and this is a live GitLab database: turn off GitLab's {} \
@@ -174,18 +185,19 @@ pub fn permitted(config: &Config, mode: Mode, task: Task) -> Result<()> {
 
 /// Take the task's lock, record the run, run the task, record how it ended and give the lock
 /// back, also when the task failed or panicked.
-async fn run_locked<T: BatchTask>(ctx: &Context, task: Task, opts: &RunOptions, started: Instant) -> Result<Report> {
-    let mut report = Report::new(task, opts.dry_run);
+async fn run_locked<T: BatchTask>(ctx: &Context, job: Job, args: T::Args, opts: &RunOptions, started: Instant) -> Result<Report> {
+    let mut report = Report::new(job, opts.dry_run);
+    let task = job.name();
     // The lock lives on a connection of its own, held for the whole run.
     let lock_conn = ctx.pool.get().await?;
-    permitted(&ctx.config, crate::db::migrate::mode(&lock_conn).await?, task)?;
-    let lock = task.lock_key();
+    permitted(&ctx.config, crate::db::migrate::mode(&lock_conn).await?, job)?;
+    let lock = job.lock_key();
     if let Some(key) = lock {
         let got: bool = lock_conn.query_one("SELECT pg_try_advisory_lock($1) AS got", &[&key]).await?.get("got");
         if !got {
             report.outcome = Outcome::Skipped;
             report.stopped = Stopped::Locked;
-            tracing::info!(task = task.name(), "skipped: another run holds the lock");
+            tracing::info!(task, "skipped: another run holds the lock");
             return Ok(report);
         }
     }
@@ -197,20 +209,23 @@ async fn run_locked<T: BatchTask>(ctx: &Context, task: Task, opts: &RunOptions, 
         }
     };
     report.run_id = Some(run_id);
-    let cfg = &ctx.config.tasks[task];
+    let cfg = match job {
+        Job::Task(t) => ctx.config.tasks[t].clone(),
+        Job::Action(a) => TaskConfig::one_off(a.spec().batch_size),
+    };
     let budget = opts.time_budget.unwrap_or(cfg.time_budget.0);
     let run = Run {
         ctx,
-        task,
+        job,
         cfg,
         dry_run: opts.dry_run,
         deadline: started.checked_add(budget).unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400)),
-        audit: Audit::new(run_id, task.name()),
+        audit: Audit::new(run_id, task),
     };
-    tracing::info!(task = task.name(), run_id, dry_run = opts.dry_run, "run started");
+    tracing::info!(task, run_id, dry_run = opts.dry_run, "run started");
     // A panic must not leave the lock on a pooled connection (the task would be skipped until
     // that connection closes, on every replica): it becomes this run's failure.
-    let result = match AssertUnwindSafe(drive::<T>(&run, &mut report, opts.progress.as_ref())).catch_unwind().await {
+    let result = match AssertUnwindSafe(drive::<T>(&run, args, &mut report, opts.progress.as_ref())).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => Err(Error::other(format!("the {task} run panicked ({}); it was stopped and its lock released", panic_message(&*panic)))),
     };
@@ -218,24 +233,24 @@ async fn run_locked<T: BatchTask>(ctx: &Context, task: Task, opts: &RunOptions, 
     let outcome = if result.is_ok() { report.outcome } else { Outcome::Failure }.label();
     let stats = report.stats.as_ref().map(|s| s.to_json()).unwrap_or_default();
     if let Err(e) = lock_conn.execute(FINISH_RUN, &[&run_id, &outcome, &stats]).await {
-        tracing::warn!(task = task.name(), run_id, error = %e, "could not record the end of the run");
+        tracing::warn!(task, run_id, error = %e, "could not record the end of the run");
     }
     release(lock_conn, lock).await;
     result.map(|()| report)
 }
 
 /// Close the runs whose process is gone, then record this one; returns its id.
-async fn start_run(conn: &tokio_postgres::Client, task: Task, dry_run: bool, locked: bool) -> Result<i64> {
-    let closed = conn.execute(CLOSE_INTERRUPTED, &[&task.name(), &locked]).await?;
+async fn start_run(conn: &tokio_postgres::Client, task: &str, dry_run: bool, locked: bool) -> Result<i64> {
+    let closed = conn.execute(CLOSE_INTERRUPTED, &[&task, &locked]).await?;
     if closed > 0 {
-        tracing::warn!(task = task.name(), closed, "closed runs whose process is gone as interrupted");
+        tracing::warn!(task, closed, "closed runs whose process is gone as interrupted");
     }
-    Ok(conn.query_one(START_RUN, &[&task.name(), &dry_run, &hostname()]).await?.get("id"))
+    Ok(conn.query_one(START_RUN, &[&task, &dry_run, &hostname()]).await?.get("id"))
 }
 
 /// Plan, or step until done; the stats so far stay in `report` when a step fails.
-async fn drive<T: BatchTask>(run: &Run<'_>, report: &mut Report, progress: Option<&indicatif::ProgressBar>) -> Result<()> {
-    let mut task = T::open(run).await?;
+async fn drive<T: BatchTask>(run: &Run<'_>, args: T::Args, report: &mut Report, progress: Option<&indicatif::ProgressBar>) -> Result<()> {
+    let mut task = T::open(run, args).await?;
     if run.dry_run {
         report.stats = Some(Arc::new(task.plan(run).await?));
         return Ok(());

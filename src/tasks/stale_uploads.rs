@@ -6,11 +6,11 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::outcome::{add_fields, TaskStats};
+use super::stats::{add_fields, TaskStats};
 use super::runner::{BatchTask, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::registry::Limit;
+use crate::registry::{Limit, Task};
 use crate::store::layout;
 
 /// Entries older than `max_age` ($1 seconds).
@@ -70,11 +70,12 @@ pub struct StaleUploads {
 impl BatchTask for StaleUploads {
     type Stats = StaleUploadsStats;
     type Plan = StaleUploadsPlan;
+    type Args = ();
 
-    async fn open(run: &Run<'_>) -> Result<Self> {
+    async fn open(run: &Run<'_>, (): ()) -> Result<Self> {
         Ok(StaleUploads {
             client: run.ctx.pool.get().await?,
-            max_age: run.cfg.duration_limit(run.task, Limit::MaxAge).as_secs_f64(),
+            max_age: run.cfg.duration_limit(Task::StaleUploads, Limit::MaxAge).as_secs_f64(),
             cursor: (Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap(), String::new()),
         })
     }

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::moved::{move_to_queue_sql, MoveSql, MovedAudit};
-use super::outcome::{add_fields, Stopped, TaskStats};
+use super::outcome::Stopped;
+use super::stats::{add_fields, TaskStats};
 use super::runner::{BatchTask, Next, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -98,8 +99,9 @@ pub struct Unknown {
 impl BatchTask for Unknown {
     type Stats = UnknownStats;
     type Plan = UnknownPlan;
+    type Args = ();
 
-    async fn open(run: &Run<'_>) -> Result<Self> {
+    async fn open(run: &Run<'_>, (): ()) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
         let start = client.query_one("SELECT now() AS start", &[]).await?.get("start");
         let left = if run.cfg.max_rows > 0 { run.cfg.max_rows } else { i64::MAX };

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::outcome::{add_fields, TaskStats};
+use super::stats::{add_fields, TaskStats};
 use super::runner::{BatchTask, Run, Step};
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -149,8 +149,9 @@ pub struct Unlock {
 impl BatchTask for Unlock {
     type Stats = UnlockStats;
     type Plan = UnlockPlan;
+    type Args = ();
 
-    async fn open(run: &Run<'_>) -> Result<Self> {
+    async fn open(run: &Run<'_>, (): ()) -> Result<Self> {
         Ok(Unlock { client: run.ctx.pool.get().await?, enqueued: false, group: None, unlock_artifacts: None })
     }
 
