@@ -8,6 +8,7 @@ cd "$ROOT"
 
 ensure_packages --python
 ensure_moto
+ensure_kubernetes_validators
 
 PG_TLS=1 start_servers /tmp/housekeep-test housekeep-test
 

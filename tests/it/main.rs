@@ -11,6 +11,7 @@ mod adversarial;
 mod cli;
 mod code_shape;
 mod crash;
+mod deploy_kubernetes;
 mod faults;
 mod gitlab_rules;
 mod live_gitlab;
