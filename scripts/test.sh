@@ -9,6 +9,7 @@ cd "$ROOT"
 ensure_packages --python
 ensure_moto
 ensure_promtool
+ensure_kubernetes_validators
 
 PG_TLS=1 start_servers /tmp/housekeep-test housekeep-test
 

@@ -24,6 +24,8 @@ use crate::registry::{Limit, Task};
 use crate::schedule::Schedule;
 use crate::store::url::StoreUrl;
 
+mod service_links;
+
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
 const ENV_NOT_KEYS: &[&str] = &[ENV_CONFIG, "HOUSEKEEP_LOG"];
@@ -264,7 +266,8 @@ pub fn load_from(config_flag: Option<&Path>, env: &[(String, String)], flags: &[
 
     let known = known_keys();
     for (name, value) in env {
-        if ENV_NOT_KEYS.contains(&name.as_str()) {
+        // Kubernetes' variables for a Service named housekeep… are not keys: skipped by name and value.
+        if ENV_NOT_KEYS.contains(&name.as_str()) || service_links::is_service_link(name, value) {
             continue;
         }
         let key = known

@@ -12,6 +12,7 @@ mod cli;
 mod code_shape;
 mod crash;
 mod deploy_prometheus;
+mod deploy_kubernetes;
 mod faults;
 mod gitlab_rules;
 mod live_gitlab;
