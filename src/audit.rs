@@ -57,6 +57,11 @@ impl Audit {
         );
     }
 
+    /// A job changed (erased, its artifacts kept).
+    pub fn job(&self, action: &str, job_id: i64, reason: &str) {
+        tracing::info!(target: "housekeep::audit", run_id = self.run_id, task = self.task, action, job_id, reason);
+    }
+
     /// A pipeline changed (unlocked, enqueued).
     pub fn pipeline(&self, action: &str, pipeline_id: i64, reason: &str) {
         tracing::info!(target: "housekeep::audit", run_id = self.run_id, task = self.task, action, pipeline_id, reason);

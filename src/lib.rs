@@ -4,6 +4,7 @@
 //! subcommand, which calls the engine and prints what it returns. `main.rs` only parses, calls
 //! [`cli::run`] and maps the error to an exit code (SPEC §9).
 
+pub mod actions;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -173,10 +173,12 @@ pub enum Action {
     DeleteOldArtifacts,
     /// `delete-old jobs`: erase jobs finished before a date (artifacts and log).
     DeleteOldJobs,
-    /// `delete-old pipelines`: delete pipelines finished before a date, with everything of theirs.
-    DeleteOldPipelines,
     /// `expire-project-artifacts`: expire a project's deletable artifacts now.
     ExpireProjectArtifacts,
+    /// `keep --job ID`: a job's artifacts never expire.
+    Keep,
+    /// `delete-artifacts --job ID`: delete a job's artifacts now.
+    DeleteJobArtifacts,
 }
 
 /// Everything fixed about an action.
@@ -196,14 +198,17 @@ impl Action {
         }
         const DELETE_OLD_ARTIFACTS: ActionSpec = spec("delete-old-artifacts", 10, 1000);
         const DELETE_OLD_JOBS: ActionSpec = spec("delete-old-jobs", 11, 500);
-        const DELETE_OLD_PIPELINES: ActionSpec = spec("delete-old-pipelines", 12, 100);
         // GitLab's ExpireProjectBuildArtifactsWorker: 1,000 rows a batch.
         const EXPIRE_PROJECT_ARTIFACTS: ActionSpec = spec("expire-project-artifacts", 13, 1000);
+        // One job: one step, whatever the batch size.
+        const KEEP: ActionSpec = spec("keep", 14, 1);
+        const DELETE_JOB_ARTIFACTS: ActionSpec = spec("delete-artifacts", 15, 1);
         match self {
             Action::DeleteOldArtifacts => &DELETE_OLD_ARTIFACTS,
             Action::DeleteOldJobs => &DELETE_OLD_JOBS,
-            Action::DeleteOldPipelines => &DELETE_OLD_PIPELINES,
             Action::ExpireProjectArtifacts => &EXPIRE_PROJECT_ARTIFACTS,
+            Action::Keep => &KEEP,
+            Action::DeleteJobArtifacts => &DELETE_JOB_ARTIFACTS,
         }
     }
 }
@@ -273,7 +278,13 @@ mod tests {
             }
         }
         assert!(Task::ALL.windows(2).all(|w| w[0] < w[1]), "ALL is in declaration order");
-        let actions = [Action::DeleteOldArtifacts, Action::DeleteOldJobs, Action::DeleteOldPipelines, Action::ExpireProjectArtifacts];
+        let actions = [
+            Action::DeleteOldArtifacts,
+            Action::DeleteOldJobs,
+            Action::ExpireProjectArtifacts,
+            Action::Keep,
+            Action::DeleteJobArtifacts,
+        ];
         for a in actions {
             assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(a.spec().name.into()));
             assert!(locks.insert(a.spec().lock_key), "{} shares its lock", a.spec().name);

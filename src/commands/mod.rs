@@ -4,8 +4,11 @@
 //! commands, the exit status of a task report, and the progress bar.
 
 pub mod config;
+pub mod delete_old;
 pub mod delete_orphans;
 pub mod expedite;
+pub mod expire_project_artifacts;
+pub mod job_artifacts;
 pub mod list_orphans;
 pub mod migrate;
 pub mod orphan_files;
@@ -51,6 +54,14 @@ pub enum Command {
     OrphanFiles(orphan_files::OrphanFilesArgs),
     /// Queue every locked pipeline of a deleted branch or tag for unlocking (the unlock task drains them)
     UnlockRef(unlock_ref::UnlockRefArgs),
+    /// Delete the artifacts of jobs finished before a date, or erase those jobs (through the deletion queue)
+    DeleteOld(delete_old::DeleteOldCliArgs),
+    /// Keep a job's artifacts: they never expire
+    Keep(job_artifacts::JobArgs),
+    /// Delete a job's artifacts now (traces aside), whatever their lock and expiry
+    DeleteArtifacts(job_artifacts::JobArgs),
+    /// Expire a project's deletable artifacts now (traces and still-locked pipelines aside)
+    ExpireProjectArtifacts(expire_project_artifacts::ExpireProjectArgs),
 }
 
 /// Run one command with the effective configuration.
@@ -68,6 +79,10 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::DeleteOrphans(a) => delete_orphans::run(a, config).await,
         Command::OrphanFiles(a) => orphan_files::run(a, config).await,
         Command::UnlockRef(a) => unlock_ref::run(a, config).await,
+        Command::DeleteOld(a) => delete_old::run(a, config).await,
+        Command::Keep(a) => job_artifacts::keep(a, config).await,
+        Command::DeleteArtifacts(a) => job_artifacts::delete_artifacts(a, config).await,
+        Command::ExpireProjectArtifacts(a) => expire_project_artifacts::run(a, config).await,
     }
 }
 

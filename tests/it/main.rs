@@ -7,6 +7,7 @@
 mod common;
 mod fixtures;
 
+mod actions;
 mod adversarial;
 mod cli;
 mod code_shape;

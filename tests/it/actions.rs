@@ -1,0 +1,270 @@
+//! The one-off bulk actions (SPEC §6) with the real binary: `delete-old`, `keep`,
+//! `delete-artifacts` and `expire-project-artifacts` change exactly what GitLab's own API and
+//! console snippets do, dry runs change nothing, instance-wide deletes need a confirmation, files
+//! only ever go through the deletion queue, and a delete killed mid-run loses nothing.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, housekeep, stderr, stdout, Backend, TestDb, TestStore};
+use crate::fixtures::{self, assert_no_duplicate_queue_rows, assert_statistics_exact, digest, Art, Fx};
+
+fn cmd(db: &TestDb, t: &TestStore, args: &[&str]) -> Command {
+    let mut c = housekeep();
+    c.args(args).env("HOUSEKEEP_DATABASE_URL", &db.url).env("HOUSEKEEP_STORE_URL", &t.url).env("HOUSEKEEP_LOG", "warn");
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = common::run(c);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// A job of `project` finished `days_ago` days ago, with an archive (100 bytes), metadata
+/// (10 bytes, never expiring) and a trace (1 byte).
+async fn job_with_artifacts(fx: &Fx<'_>, project: i64, pipeline: i64, days_ago: i32) -> i64 {
+    let job = fx.job(project, pipeline).await;
+    fx.c.execute(
+        "UPDATE p_ci_builds SET finished_at = (now() AT TIME ZONE 'UTC') - make_interval(days => $2) WHERE id = $1",
+        &[&job, &days_ago],
+    )
+    .await
+    .unwrap();
+    fx.artifact(Art::new(project, job).file_type(1).size(100).expire("1 day")).await;
+    fx.artifact(Art::new(project, job).file_type(2).size(10)).await;
+    fx.artifact(Art::new(project, job).file_type(3).size(1).expire("1 day")).await;
+    job
+}
+
+async fn types_of(c: &tokio_postgres::Client, job: i64) -> Vec<i32> {
+    c.query("SELECT file_type::int AS t FROM p_ci_job_artifacts WHERE job_id = $1 ORDER BY 1", &[&job])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("t"))
+        .collect()
+}
+
+#[tokio::test]
+async fn delete_old_artifacts_then_jobs_by_age_and_project() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let (p, other) = (fx.project().await, fx.project().await);
+    let pl = fx.pipeline(p, "main", "success", 1).await;
+    let pl_other = fx.pipeline(other, "main", "success", 1).await;
+    let old = job_with_artifacts(&fx, p, pl, 40).await;
+    let new = job_with_artifacts(&fx, p, pl, 2).await;
+    let old_elsewhere = job_with_artifacts(&fx, other, pl_other, 40).await;
+    fx.exact_statistics().await;
+    let path = format!("group/p-{p}");
+
+    let before = digest(&c).await;
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--project", &path, "--dry-run"]));
+    assert!(out.contains("would delete 2 artifacts (110 bytes)"), "{out}");
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+
+    // Archive and metadata of the old job go (kept and locked ones too); its trace, the new job
+    // and the other project stay.
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--project", &p.to_string()]));
+    assert!(out.contains("deleted=2 deleted_bytes=110"), "{out}");
+    assert_eq!(types_of(&c, old).await, vec![3]);
+    assert_eq!(types_of(&c, new).await, vec![1, 2, 3]);
+    assert_eq!(types_of(&c, old_elsewhere).await, vec![1, 2, 3]);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 2);
+    assert_statistics_exact(&c).await;
+
+    // Erasing the old jobs takes the log too and marks the job erased; the new one is left.
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "jobs", "--older-than", "30d", "--project", &path]));
+    assert!(out.contains("jobs_erased=1") && out.contains("deleted=1 deleted_bytes=1"), "{out}");
+    assert_eq!(types_of(&c, old).await, Vec::<i32>::new());
+    let erased = |id: i64| fx.count_owned(format!("SELECT count(*) FROM p_ci_builds WHERE id = {id} AND erased_at IS NOT NULL"));
+    assert_eq!((erased(old).await, erased(new).await, erased(old_elsewhere).await), (1, 0, 0));
+    assert_statistics_exact(&c).await;
+    assert_no_duplicate_queue_rows(&c).await;
+
+    // A second run finds nothing left.
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "jobs", "--older-than", "30d", "--project", &path]));
+    assert!(out.contains("jobs_erased=0 deleted=0"), "{out}");
+}
+
+#[tokio::test]
+async fn delete_old_across_the_instance_needs_yes_off_a_terminal_and_refuses_bad_input() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 0).await;
+    job_with_artifacts(&fx, p, pl, 40).await;
+    fx.exact_statistics().await;
+    let before = digest(&c).await;
+    for (args, says) in [
+        (vec!["delete-old", "artifacts", "--older-than", "30d"], "--yes"),
+        (vec!["delete-old", "artifacts", "--older-than", "30d", "--project", "no/such", "--yes"], "no such project"),
+        (vec!["delete-old", "artifacts", "--older-than", "soon", "--yes"], "soon"),
+        (vec!["delete-old", "artifacts", "--older-than", "0s", "--yes"], "longer than 0s"),
+        (vec!["delete-old", "artifacts", "--older-than=-5d", "--yes"], "-5d"),
+        (vec!["delete-old", "pipelines", "--older-than", "30d", "--yes"], "pipelines"),
+    ] {
+        let o = common::run(cmd(&db, &t, &args).stdin(std::process::Stdio::null()));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(digest(&c).await, before, "refused input changed the database");
+    let out = ok(cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--yes"]).stdin(std::process::Stdio::null()));
+    assert!(out.contains("deleted=2"), "{out}");
+    assert_statistics_exact(&c).await;
+}
+
+/// Killed while a batch waits on a lock after earlier batches committed, then run again: every
+/// artifact is either still a row or queued exactly once, and the project totals are exact.
+#[tokio::test]
+async fn delete_old_killed_mid_run_loses_nothing_and_a_second_run_finishes() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let mut c = db.client().await;
+    let fx = Fx { c: &c };
+    let (first, last) = (fx.project().await, fx.project().await);
+    for (p, n) in [(first, 2500), (last, 10)] {
+        let pl = fx.pipeline(p, "main", "success", 0).await;
+        c.execute(
+            "WITH jobs AS (
+               INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, tag, type, status, created_at, finished_at)
+               SELECT partition_id, project_id, id, 'build', ref, tag, 'Ci::Build', 'success', now() AT TIME ZONE 'UTC' - interval '50 days',
+                      now() AT TIME ZONE 'UTC' - interval '40 days'
+               FROM p_ci_pipelines, generate_series(1, $2) WHERE id = $1
+               RETURNING id, partition_id, project_id)
+             INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, file_location, size, file_store, file, created_at, updated_at)
+             SELECT partition_id, project_id, id, 1, 2, 2, 7, 2, 'artifacts.zip', now(), now() FROM jobs",
+            &[&pl, &(n as i32)],
+        )
+        .await
+        .unwrap();
+    }
+    fx.exact_statistics().await;
+    let total = fx.count("SELECT count(*) FROM p_ci_job_artifacts").await;
+    assert_eq!(total, 2510);
+
+    // The batch that reaches the last project's rows waits on its statistics row.
+    let blocker = c.transaction().await.unwrap();
+    blocker.execute("SELECT 1 FROM project_statistics WHERE project_id = $1 FOR UPDATE", &[&last]).await.unwrap();
+    let watch = db.client().await;
+    let mut child = cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--yes"]).spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let queued: i64 = watch.query_one("SELECT count(*) AS n FROM ci_deleted_objects", &[]).await.unwrap().get("n");
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
+                   AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get("n");
+        if queued >= 2000 && waiting > 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the run never reached the blocked batch (queued {queued})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    blocker.rollback().await.unwrap();
+    let c = &c;
+    let fx = Fx { c };
+    let queued_after_kill = fx.count("SELECT count(*) FROM ci_deleted_objects").await;
+    assert!(queued_after_kill < total, "everything was done before the kill");
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await + queued_after_kill, total, "rows lost or doubled by the kill");
+    assert_statistics_exact(c).await;
+
+    let out = ok(cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--yes"]).stdin(std::process::Stdio::null()));
+    assert!(out.contains(&format!("deleted={}", total - queued_after_kill)), "{out}");
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, total);
+    assert_no_duplicate_queue_rows(c).await;
+    assert_statistics_exact(c).await;
+}
+
+#[tokio::test]
+async fn keep_and_delete_artifacts_act_on_one_job_as_gitlabs_api() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let p = fx.project().await;
+    let pl = fx.pipeline(p, "main", "success", 1).await;
+    let job = job_with_artifacts(&fx, p, pl, 1).await;
+    let bare = fx.job(p, pl).await;
+    fx.exact_statistics().await;
+
+    let before = digest(&c).await;
+    let out = ok(&mut cmd(&db, &t, &["keep", "--job", &job.to_string(), "--dry-run"]));
+    assert!(out.contains("would keep the 2 artifacts"), "{out}");
+    assert_eq!(digest(&c).await, before);
+    let out = ok(&mut cmd(&db, &t, &["keep", "--job", &job.to_string()]));
+    assert!(out.contains("kept=2"), "{out}");
+    let expiring = fx.count_owned(format!("SELECT count(*) FROM p_ci_job_artifacts WHERE job_id = {job} AND expire_at IS NOT NULL")).await;
+    assert_eq!(expiring, 0, "keep leaves no expire_at on the job's rows, its trace's included");
+
+    for (args, says) in [
+        (vec!["keep", "--job", &bare.to_string()], "no artifacts"),
+        (vec!["keep", "--job", "999999"], "no such job"),
+        (vec!["delete-artifacts", "--job", "999999"], "no such job"),
+    ] {
+        let o = common::run(&mut cmd(&db, &t, &args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+
+    // Deleted now, although kept and locked; the trace stays.
+    let out = ok(&mut cmd(&db, &t, &["delete-artifacts", "--job", &job.to_string()]));
+    assert!(out.contains("deleted=2 deleted_bytes=110"), "{out}");
+    assert_eq!(types_of(&c, job).await, vec![3]);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 2);
+    assert_statistics_exact(&c).await;
+}
+
+#[tokio::test]
+async fn expire_project_artifacts_expires_all_but_traces_and_locked_pipelines() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let (p, other) = (fx.project().await, fx.project().await);
+    let unlocked = fx.pipeline(p, "main", "success", 0).await;
+    let locked = fx.pipeline(p, "main", "success", 1).await;
+    let job_unlocked = job_with_artifacts(&fx, p, unlocked, 1).await;
+    let job_locked = job_with_artifacts(&fx, p, locked, 1).await;
+    let pl_other = fx.pipeline(other, "main", "success", 0).await;
+    job_with_artifacts(&fx, other, pl_other, 1).await;
+    fx.exact_statistics().await;
+
+    let before = digest(&c).await;
+    let out = ok(&mut cmd(&db, &t, &["expire-project-artifacts", "--project", &p.to_string(), "--dry-run"]));
+    assert!(out.contains("would_expire=2 would_expire_bytes=110"), "{out}");
+    assert_eq!(digest(&c).await, before);
+
+    let out = ok(&mut cmd(&db, &t, &["expire-project-artifacts", "--project", &format!("group/p-{p}")]));
+    assert!(out.contains("expired=2 expired_bytes=110"), "{out}");
+    let expired_now = |job: i64| {
+        fx.count_owned(format!(
+            "SELECT count(*) FROM p_ci_job_artifacts WHERE job_id = {job} AND expire_at <= now() AND locked = 0 AND file_type <> 3"
+        ))
+    };
+    assert_eq!((expired_now(job_unlocked).await, expired_now(job_locked).await), (2, 0));
+
+    // The next expire run queues them; the trace, the locked pipeline's and the other project's stay.
+    let ctx = fixtures::context(fixtures::config(&db), fixtures::stores(&t.store, &t.store)).await;
+    fixtures::run(&ctx, housekeep::tasks::Task::Expire).await;
+    assert_eq!(types_of(&c, job_unlocked).await, vec![3]);
+    assert_eq!(types_of(&c, job_locked).await, vec![1, 2, 3]);
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 3 + 3 + 1);
+    assert_statistics_exact(&c).await;
+
+    let o = common::run(&mut cmd(&db, &t, &["expire-project-artifacts", "--project", "nope/nope"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
