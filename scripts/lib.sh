@@ -157,3 +157,15 @@ stop_servers() {
   if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
+
+# systemd-analyze (Debian package systemd) and strace, for the checks of deploy/systemd.
+ensure_systemd_tools() {
+  local missing=()
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
+  command -v strace >/dev/null || missing+=(strace)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}

@@ -8,6 +8,7 @@ cd "$ROOT"
 
 ensure_packages --python
 ensure_moto
+ensure_systemd_tools
 
 PG_TLS=1 start_servers /tmp/housekeep-test housekeep-test
 

@@ -10,6 +10,7 @@ mod fixtures;
 mod adversarial;
 mod cli;
 mod crash;
+mod deploy_systemd;
 mod faults;
 mod gitlab_rules;
 mod live_gitlab;
