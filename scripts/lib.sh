@@ -205,3 +205,15 @@ PY
     "$ROOT/.venv/checkov/bin/pip" install -q --disable-pip-version-check 'checkov==3.3.30'
   fi
 }
+
+# systemd-analyze (Debian package systemd) and strace, for the checks of deploy/systemd.
+ensure_systemd_tools() {
+  local missing=()
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
+  command -v strace >/dev/null || missing+=(strace)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}

@@ -10,6 +10,7 @@ ensure_packages --python
 ensure_moto
 ensure_promtool
 ensure_kubernetes_validators
+ensure_systemd_tools
 
 PG_TLS=1 start_servers /tmp/housekeep-test housekeep-test
 

@@ -25,6 +25,7 @@ use crate::schedule::Schedule;
 use crate::store::url::StoreUrl;
 
 mod service_links;
+mod credentials;
 
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
@@ -230,10 +231,13 @@ impl Loaded {
     }
 }
 
-/// Load the configuration from a file, the process environment and flags.
+/// Load the configuration from a file, the process environment and flags, and the database
+/// password from systemd's credentials ([`credentials`]).
 pub fn load(config_flag: Option<&Path>, flags: &[FlagOverride]) -> Result<Loaded> {
     let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("HOUSEKEEP_")).collect();
-    load_from(config_flag, &env, flags)
+    let loaded = load_from(config_flag, &env, flags)?;
+    let credentials_dir = std::env::var_os(credentials::DIRECTORY_ENV);
+    credentials::apply(loaded, credentials_dir.as_deref().map(Path::new))
 }
 
 /// `load` with an explicit environment (tests).

@@ -1,7 +1,8 @@
 //! `housekeep worker`: the daemon. Runs each enabled task on its crontab schedule (a task never
 //! overlaps itself; different tasks run side by side), serves /metrics, /healthz and /readyz,
 //! and speaks systemd's notify protocol: READY=1 once the database answered and the listener is
-//! bound, WATCHDOG=1 from the scheduler loop, STOPPING=1 on shutdown. On SIGTERM/SIGINT it starts
+//! bound, WATCHDOG=1 from the scheduler loop, STATUS= with the last run's outcome and the next
+//! run (`systemctl status`), STOPPING=1 on shutdown. On SIGTERM/SIGINT it starts
 //! no new batch, lets the current ones finish or roll back, and exits within 30 s.
 //!
 //! `worker --once` runs every enabled task once, in SPEC order, and exits (for CronJobs).
@@ -18,7 +19,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -30,9 +31,57 @@ use crate::tasks::{self, Context, Outcome, Report, RunOptions, Task};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// How often the backlog gauges are refreshed between task runs.
 const BACKLOG_EVERY: Duration = Duration::from_secs(60);
+/// An error in STATUS= is cut to this many characters (the log has it whole).
+const STATUS_ERROR_CHARS: usize = 200;
 
 fn notify(state: sd_notify::NotifyState<'_>) {
     let _ = sd_notify::notify(&[state]);
+}
+
+/// STATUS=, on one line (the protocol separates assignments by newlines).
+fn notify_status(status: &str) {
+    let line: String = status
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    notify(sd_notify::NotifyState::Status(&line));
+}
+
+/// What a run did and when it ended, then the next scheduled run:
+/// `expire: done (expired=3 expired_bytes=300) in 0.12s, ended 12:00:01 UTC; next: unlock at 12:01:00 UTC`.
+fn run_status(
+    task: Task,
+    result: &Result<Report>,
+    schedules: &[(Task, Schedule)],
+    now: DateTime<Utc>,
+) -> String {
+    let done = match result {
+        Ok(report) => report.summary(),
+        Err(e) => {
+            let e = e.to_string();
+            match e.char_indices().nth(STATUS_ERROR_CHARS) {
+                Some((cut, _)) => format!("{task}: failed ({}…)", &e[..cut]),
+                None => format!("{task}: failed ({e})"),
+            }
+        }
+    };
+    format!(
+        "{done}, ended {}; {}",
+        now.format("%H:%M:%S UTC"),
+        next_status(schedules, now)
+    )
+}
+
+/// `next: unlock at 12:01:00 UTC`, the earliest scheduled run after `now`.
+fn next_status(schedules: &[(Task, Schedule)], now: DateTime<Utc>) -> String {
+    let next = schedules
+        .iter()
+        .filter_map(|(t, s)| s.next_after(&now).map(|at| (at, *t)))
+        .min();
+    match next {
+        Some((at, task)) => format!("next: {task} at {}", at.format("%H:%M:%S UTC")),
+        None => "no task scheduled".into(),
+    }
 }
 
 /// One task of `worker --once`.
@@ -144,6 +193,7 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
     schedules.iter().for_each(|(t, s)| ctx.metrics.scheduled(*t, s, ctx.config.tasks[*t].time_budget.0));
     ctx.metrics.up.set(1);
     notify(sd_notify::NotifyState::Ready);
+    notify_status(&format!("ready; {}", next_status(&schedules, Utc::now())));
     tracing::info!(listen = %bound, tasks = ?schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>(), "worker ready");
 
     let mut scheduler = Scheduler::new(ctx.clone(), schedules);
@@ -244,12 +294,15 @@ impl Scheduler {
             }
             let ctx = self.ctx.clone();
             let task = *task;
+            let schedules = self.schedules.clone();
             self.running.insert(
                 task,
                 tokio::spawn(async move {
-                    if let Err(e) = tasks::run(&ctx, task, RunOptions::default()).await {
+                    let result = tasks::run(&ctx, task, RunOptions::default()).await;
+                    if let Err(e) = &result {
                         tracing::error!(task = task.name(), error = %e, "task failed");
                     }
+                    notify_status(&run_status(task, &result, &schedules, Utc::now()));
                 }),
             );
         }
@@ -271,5 +324,29 @@ impl Scheduler {
                 SHUTDOWN_GRACE.as_secs()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn status_names_the_last_run_and_the_next_one_on_one_line() {
+        let now = Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 1).unwrap();
+        let schedules: Vec<(Task, Schedule)> = [(Task::Expire, "*/7 * * * *"), (Task::Unlock, "* * * * *")]
+            .into_iter()
+            .map(|(t, s)| (t, s.parse().unwrap()))
+            .collect();
+        let ok = run_status(Task::Expire, &Ok(Report::new(Task::Expire, false)), &schedules, now);
+        assert!(ok.starts_with("expire: done ("), "{ok}");
+        assert!(ok.ends_with(", ended 12:00:01 UTC; next: unlock at 12:01:00 UTC"), "{ok}");
+
+        let long = Error::other(format!("cannot reach the database\nat {}", "x".repeat(500)));
+        let failed = run_status(Task::Unlock, &Err(long), &schedules, now);
+        assert!(failed.starts_with("unlock: failed (cannot reach the database\nat xxx"), "{failed}");
+        assert!(failed.contains("x…), ended 12:00:01 UTC; next: unlock at"), "{failed}");
+        assert!(failed.chars().count() < STATUS_ERROR_CHARS + 100, "{failed}");
     }
 }

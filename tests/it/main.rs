@@ -14,6 +14,7 @@ mod code_shape;
 mod crash;
 mod deploy_prometheus;
 mod deploy_kubernetes;
+mod deploy_systemd;
 mod faults;
 mod gitlab_rules;
 mod live_gitlab;
