@@ -76,6 +76,11 @@ fn flag_overrides(g: &GlobalArgs, command: &Command) -> Vec<FlagOverride> {
 
 /// Load the configuration, start logging and run the command.
 pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Completions(a) => return commands::completions::completions(a, <Cli as clap::CommandFactory>::command()),
+        Command::Man => return commands::completions::man(<Cli as clap::CommandFactory>::command()),
+        _ => {}
+    }
     let loaded = config::load(cli.global.config.as_deref(), &flag_overrides(&cli.global, &cli.command))?;
     let _log_guard = crate::logging::init(loaded.config.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()

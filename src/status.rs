@@ -14,6 +14,10 @@ use crate::store::{layout, Stores};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Bucket {
+    /// The stable snake_case name of the state (`expired_unlocked`, …): the key in JSON.
+    #[serde(skip)]
+    pub key: String,
+    /// The state in words, for people.
     pub label: String,
     pub count: i64,
     pub bytes: i64,
@@ -21,6 +25,9 @@ pub struct Bucket {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// In JSON an object keyed by state: `expired_unlocked`, `expired_unknown`,
+    /// `expired_locked`, `not_expired`, `never_expire`, `traces`.
+    #[serde(serialize_with = "by_key")]
     pub artifacts: Vec<Bucket>,
     pub queued_objects: Bucket,
     pub ready_objects: Bucket,
@@ -46,13 +53,13 @@ pub struct StoreScan {
 
 /// Artifact states; the order is the order of the report.
 const ARTIFACT_STATES: &str = "
-SELECT s.label, count(a.id) AS count, COALESCE(sum(a.size), 0)::bigint AS bytes
-FROM (VALUES (1, 'expired, unlocked (expire deletes)'),
-             (2, 'expired, unknown lock (unknown resolves)'),
-             (3, 'expired, locked (kept as latest)'),
-             (4, 'not expired yet'),
-             (5, 'never expire (expire_at NULL)'),
-             (6, 'traces (never expired by housekeeping)')) AS s(n, label)
+SELECT s.key, s.label, count(a.id) AS count, COALESCE(sum(a.size), 0)::bigint AS bytes
+FROM (VALUES (1, 'expired_unlocked', 'expired, unlocked (expire deletes)'),
+             (2, 'expired_unknown', 'expired, unknown lock (unknown resolves)'),
+             (3, 'expired_locked', 'expired, locked (kept as latest)'),
+             (4, 'not_expired', 'not expired yet'),
+             (5, 'never_expire', 'never expire (expire_at NULL)'),
+             (6, 'traces', 'traces (never expired by housekeeping)')) AS s(n, key, label)
 LEFT JOIN (
   SELECT id, size, CASE
     -- unknown resolves expired unknown-lock traces too (SPEC §4), as housekeep_backlog counts them
@@ -64,7 +71,11 @@ LEFT JOIN (
     WHEN locked = 2 THEN 2
     ELSE 3 END AS n
   FROM p_ci_job_artifacts) a ON a.n = s.n
-GROUP BY s.n, s.label ORDER BY s.n";
+GROUP BY s.n, s.key, s.label ORDER BY s.n";
+
+fn by_key<S: serde::Serializer>(buckets: &[Bucket], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(buckets.iter().map(|b| (b.key.as_str(), b)))
+}
 
 /// The summary; `stale_after` is the age at which a pending upload is stale (the stale-uploads
 /// task's `max_age`).
@@ -74,7 +85,7 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>, st
         .query(ARTIFACT_STATES, &[])
         .await?
         .iter()
-        .map(|r| Bucket { label: r.get("label"), count: r.get("count"), bytes: r.get("bytes") })
+        .map(|r| Bucket { key: r.get("key"), label: r.get("label"), count: r.get("count"), bytes: r.get("bytes") })
         .collect();
     let q = client
         .query_one(
@@ -100,8 +111,8 @@ pub async fn status(client: &tokio_postgres::Client, stores: Option<&Stores>, st
     };
     Ok(Status {
         artifacts,
-        queued_objects: Bucket { label: "queued objects".into(), count: q.get("queued"), bytes: q.get("queued_bytes") },
-        ready_objects: Bucket { label: "ready to delete now".into(), count: q.get("ready"), bytes: q.get("ready_bytes") },
+        queued_objects: Bucket { key: "queued_objects".into(), label: "queued objects".into(), count: q.get("queued"), bytes: q.get("queued_bytes") },
+        ready_objects: Bucket { key: "ready_objects".into(), label: "ready to delete now".into(), count: q.get("ready"), bytes: q.get("ready_bytes") },
         pending_uploads: p.get("pending_uploads"),
         stale_uploads: p.get("stale_uploads"),
         stale_after,

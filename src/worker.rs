@@ -194,7 +194,7 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
     ctx.metrics.up.set(1);
     notify(sd_notify::NotifyState::Ready);
     notify_status(&format!("ready; {}", next_status(&schedules, Utc::now())));
-    tracing::info!(listen = %bound, tasks = ?schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>(), "worker ready");
+    tracing::info!(listen = %bound, tasks = %serde_json::json!(schedules.iter().map(|(t, s)| format!("{t} {}", s.as_str())).collect::<Vec<_>>()), "worker ready");
 
     let mut scheduler = Scheduler::new(ctx.clone(), schedules);
     let tick = Duration::from_secs(1);
@@ -339,7 +339,7 @@ mod tests {
             .into_iter()
             .map(|(t, s)| (t, s.parse().unwrap()))
             .collect();
-        let ok = run_status(Task::Expire, &Ok(Report::new(Task::Expire, false)), &schedules, now);
+        let ok = run_status(Task::Expire, &Ok(Report::new(Task::Expire.into(), false)), &schedules, now);
         assert!(ok.starts_with("expire: done ("), "{ok}");
         assert!(ok.ends_with(", ended 12:00:01 UTC; next: unlock at 12:01:00 UTC"), "{ok}");
 

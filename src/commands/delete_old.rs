@@ -62,9 +62,7 @@ pub async fn run(a: DeleteOldCliArgs, config: &Config) -> Result<()> {
     let len = if a.kind == Kind::Jobs { plan.jobs } else { plan.would_delete };
     let progress = super::progress_bar(len.max(0) as u64, "{bar:40} {pos}/{len}  {per_sec}  eta {eta}");
     let report = run_job::<DeleteOld>(&ctx, action.into(), args, RunOptions { progress: progress.clone(), ..Default::default() }).await?;
-    if let Some(p) = progress {
-        p.finish_and_clear();
-    }
+    super::finish_progress(progress);
     println!("{}; the files go with the next delete-objects run", report.summary());
     super::outcome_to_result(&report)
 }

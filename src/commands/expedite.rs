@@ -40,9 +40,7 @@ pub async fn run(a: ExpediteArgs, config: &Config) -> Result<()> {
     let progress = super::progress_bar(q.queued as u64, "{bar:40} {pos}/{len} objects  {per_sec}  eta {eta}");
     let opts = RunOptions { dry_run: false, time_budget: Some(UNLIMITED), progress: progress.clone() };
     let report = crate::tasks::run(&ctx, Task::DeleteObjects, opts).await?;
-    if let Some(p) = progress {
-        p.finish_and_clear();
-    }
+    super::finish_progress(progress);
     println!("expedite: {}", report.summary());
     super::outcome_to_result(&report)
 }

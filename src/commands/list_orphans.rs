@@ -32,9 +32,7 @@ pub async fn run(a: ListOrphansArgs, config: &Config) -> Result<()> {
     let opts = ListOptions { filename: a.filename, force_restart: a.force_restart, min_age: a.min_age.0, shard: a.shard };
     let bar = super::progress_bar(opts.shard.dirs().len() as u64, "{bar:40} {pos}/{len} directories  {msg}");
     let s = crate::orphans::list::list_orphans(&client, &stores.remote, &opts, bar.clone()).await?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    super::finish_progress(bar);
     println!(
         "list-orphans: {} @final objects scanned, {} orphans ({} bytes) in {}",
         s.scanned,

@@ -3,6 +3,7 @@
 //! the commands share: opening the database and the stores, the context of the pipeline
 //! commands, the exit status of a task report, and the progress bar.
 
+pub mod completions;
 pub mod config;
 pub mod delete_old;
 pub mod delete_orphans;
@@ -62,6 +63,10 @@ pub enum Command {
     DeleteArtifacts(job_artifacts::JobArgs),
     /// Expire a project's deletable artifacts now (traces and still-locked pipelines aside)
     ExpireProjectArtifacts(expire_project_artifacts::ExpireProjectArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff)
+    Man,
 }
 
 /// Run one command with the effective configuration.
@@ -83,6 +88,8 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::Keep(a) => job_artifacts::keep(a, config).await,
         Command::DeleteArtifacts(a) => job_artifacts::delete_artifacts(a, config).await,
         Command::ExpireProjectArtifacts(a) => expire_project_artifacts::run(a, config).await,
+        // Answered before the configuration is read (crate::cli::run).
+        Command::Completions(_) | Command::Man => Err(Error::other("completions and man need no configuration")),
     }
 }
 
@@ -148,13 +155,23 @@ pub fn outcome_to_result(report: &Report) -> Result<()> {
     }
 }
 
-/// A progress bar of `len` steps drawn on stderr, only when stderr is a terminal (never in logs).
+/// A progress bar of `len` steps drawn on stderr, only when stderr is a terminal (never in logs);
+/// log lines are written above it until [`finish_progress`].
 pub fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> {
     std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let p = indicatif::ProgressBar::new(len);
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             p.set_style(style);
         }
+        crate::logging::set_progress_bar(Some(p.clone()));
         p
     })
+}
+
+/// Clear the progress bar, if one is drawn.
+pub fn finish_progress(bar: Option<indicatif::ProgressBar>) {
+    if let Some(p) = bar {
+        crate::logging::set_progress_bar(None);
+        p.finish_and_clear();
+    }
 }

@@ -141,7 +141,7 @@ pub async fn run_job<T: BatchTask>(ctx: &Context, job: Job, args: T::Args, opts:
     match result {
         Ok(mut report) => {
             report.seconds = seconds;
-            tracing::info!(task, run_id = report.run_id, outcome = outcome.label(), counts = ?report.counts(), seconds, "run finished");
+            tracing::info!(task, run_id = report.run_id, outcome = outcome.label(), counts = %report.stats.as_ref().map(|s| s.to_json()).unwrap_or_default(), seconds, "run finished");
             Ok(report)
         }
         Err(e) => {

@@ -18,6 +18,7 @@ mod deploy_systemd;
 mod faults;
 mod gitlab_rules;
 mod live_gitlab;
+mod logs;
 mod migrate;
 mod orphan_files;
 mod orphans;

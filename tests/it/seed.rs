@@ -140,5 +140,11 @@ async fn seed_and_status_from_the_command_line() {
     }
     let o = run(housekeep().args(["status", "--format", "json"]).env("HOUSEKEEP_DATABASE_URL", &db.url));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["artifacts"].as_array().unwrap().iter().map(|b| b["count"].as_i64().unwrap()).sum::<i64>(), 300);
+    let states = v["artifacts"].as_object().unwrap();
+    let keys: Vec<&str> = states.keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    for key in ["expired_unlocked", "expired_unknown", "expired_locked", "not_expired", "never_expire", "traces"] {
+        assert!(states.contains_key(key), "{key} missing from {keys:?}");
+    }
+    assert_eq!(states.values().map(|b| b["count"].as_i64().unwrap()).sum::<i64>(), 300);
 }
