@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod orphans;
 pub mod registry;
+pub mod reports;
 pub mod schedule;
 pub mod seed;
 pub mod status;

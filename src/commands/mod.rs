@@ -9,6 +9,7 @@ pub mod expedite;
 pub mod list_orphans;
 pub mod migrate;
 pub mod orphan_files;
+pub mod report;
 pub mod run;
 pub mod seed;
 pub mod status;
@@ -51,6 +52,8 @@ pub enum Command {
     OrphanFiles(orphan_files::OrphanFilesArgs),
     /// Queue every locked pipeline of a deleted branch or tag for unlocking (the unlock task drains them)
     UnlockRef(unlock_ref::UnlockRefArgs),
+    /// Read-only reports: never-expiring, expiring-after, top-projects, largest, artifacts, unknown
+    Report(report::ReportArgs),
 }
 
 /// Run one command with the effective configuration.
@@ -68,6 +71,7 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::DeleteOrphans(a) => delete_orphans::run(a, config).await,
         Command::OrphanFiles(a) => orphan_files::run(a, config).await,
         Command::UnlockRef(a) => unlock_ref::run(a, config).await,
+        Command::Report(a) => report::run(a, config).await,
     }
 }
 
