@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod duration;
 pub mod error;
+pub mod explain;
 pub mod logging;
 pub mod metrics;
 pub mod orphans;

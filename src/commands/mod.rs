@@ -6,6 +6,7 @@
 pub mod config;
 pub mod delete_orphans;
 pub mod expedite;
+pub mod explain;
 pub mod list_orphans;
 pub mod migrate;
 pub mod orphan_files;
@@ -54,6 +55,8 @@ pub enum Command {
     UnlockRef(unlock_ref::UnlockRefArgs),
     /// Read-only reports: never-expiring, expiring-after, top-projects, largest, artifacts, unknown
     Report(report::ReportArgs),
+    /// Why downloading a job's artifacts answers 404, and what to do
+    Explain(explain::ExplainArgs),
 }
 
 /// Run one command with the effective configuration.
@@ -72,6 +75,7 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::OrphanFiles(a) => orphan_files::run(a, config).await,
         Command::UnlockRef(a) => unlock_ref::run(a, config).await,
         Command::Report(a) => report::run(a, config).await,
+        Command::Explain(a) => explain::run(a, config).await,
     }
 }
 
