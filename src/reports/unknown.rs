@@ -3,7 +3,8 @@
 //! troubleshooting query groups them, the earliest first: the expired groups at the top are
 //! what the `unknown` task resolves next. Traces are counted (GitLab's query leaves them out,
 //! but the unknown task resolves them like every other type). Rows with a NULL `expire_at` are
-//! never touched by housekeeping and are not in this summary (`never-expiring` lists them).
+//! never touched by housekeeping and are not in this summary (`never-expiring` lists those that
+//! are not traces).
 //!
 //! Index: `p_ci_job_artifacts_expire_at_job_id_idx1 (expire_at, job_id) WHERE locked = 2 AND
 //! expire_at IS NOT NULL`, read in `expire_at` order and grouped as it streams, stopping once
