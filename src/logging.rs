@@ -14,10 +14,10 @@ use std::sync::{Mutex, OnceLock};
 use serde::ser::{SerializeMap, Serializer};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
@@ -52,7 +52,10 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
 /// logs the paths of the build machine at `info`).
 fn filter() -> EnvFilter {
     let given = std::env::var("HOUSEKEEP_LOG").ok().filter(|s| !s.trim().is_empty());
-    let mut filter = given.as_deref().and_then(|s| EnvFilter::try_new(s).ok()).unwrap_or_else(|| EnvFilter::new("info"));
+    let mut filter = given
+        .as_deref()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     if !given.is_some_and(|s| s.contains("refinery")) {
         for quiet in ["refinery_core=warn", "refinery=warn"] {
             if let Ok(d) = quiet.parse() {
@@ -133,14 +136,16 @@ where
         let mut map = ser.serialize_map(None).map_err(|_| std::fmt::Error)?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         map.serialize_entry("timestamp", &now).map_err(|_| std::fmt::Error)?;
-        map.serialize_entry("level", event.metadata().level().as_str()).map_err(|_| std::fmt::Error)?;
+        map.serialize_entry("level", event.metadata().level().as_str())
+            .map_err(|_| std::fmt::Error)?;
         let mut fields = Fields { map, failed: false };
         event.record(&mut fields);
         if fields.failed {
             return Err(std::fmt::Error);
         }
         let mut map = fields.map;
-        map.serialize_entry("target", event.metadata().target()).map_err(|_| std::fmt::Error)?;
+        map.serialize_entry("target", event.metadata().target())
+            .map_err(|_| std::fmt::Error)?;
         SerializeMap::end(map).map_err(|_| std::fmt::Error)?;
         writeln!(writer, "{}", String::from_utf8_lossy(&out))
     }

@@ -9,9 +9,9 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::tasks::moved::{move_to_queue_sql, MoveSql, MovedAudit};
+use crate::tasks::moved::{MoveSql, MovedAudit, move_to_queue_sql};
 use crate::tasks::runner::{BatchTask, Run, Step};
-use crate::tasks::stats::{add_fields, TaskStats};
+use crate::tasks::stats::{TaskStats, add_fields};
 
 /// What to delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,14 +125,22 @@ impl BatchTask for DeleteOld {
     async fn open(run: &Run<'_>, args: DeleteOldArgs) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
         let cutoff = client
-            .query_one("SELECT (now() AT TIME ZONE 'UTC') - make_interval(secs => $1) AS cutoff", &[&args.older_than_secs])
+            .query_one(
+                "SELECT (now() AT TIME ZONE 'UTC') - make_interval(secs => $1) AS cutoff",
+                &[&args.older_than_secs],
+            )
             .await?
             .get("cutoff");
         let reason = match args.kind {
             Kind::Artifacts => "delete-old artifacts: job finished before the cutoff",
             Kind::Jobs => "delete-old jobs: job finished before the cutoff, erased",
         };
-        Ok(DeleteOld { client, args, cutoff, audit: MovedAudit::new(run, "deleted", reason) })
+        Ok(DeleteOld {
+            client,
+            args,
+            cutoff,
+            audit: MovedAudit::new(run, "deleted", reason),
+        })
     }
 
     async fn plan(&mut self, _run: &Run<'_>) -> Result<DeleteOldPlan> {
@@ -141,20 +149,35 @@ impl BatchTask for DeleteOld {
             Kind::Jobs => JOBS_PLAN,
         };
         let r = self.client.query_one(sql, &[&self.cutoff, &self.args.project_id]).await?;
-        Ok(DeleteOldPlan { jobs: r.get("jobs"), would_delete: r.get("would_delete"), would_delete_bytes: r.get("would_delete_bytes") })
+        Ok(DeleteOldPlan {
+            jobs: r.get("jobs"),
+            would_delete: r.get("would_delete"),
+            would_delete_bytes: r.get("would_delete_bytes"),
+        })
     }
 
     async fn step(&mut self, run: &Run<'_>) -> Result<Step<DeleteOldStats>> {
         let stats = match self.args.kind {
             Kind::Artifacts => {
                 let sql = self.audit.statement(&ARTIFACTS_BATCH);
-                let rows = self.client.query(sql, &[&self.cutoff, &self.args.project_id, &run.batch_size()]).await?;
+                let rows = self
+                    .client
+                    .query(sql, &[&self.cutoff, &self.args.project_id, &run.batch_size()])
+                    .await?;
                 let (deleted, deleted_bytes) = self.audit.push(rows).await?;
-                DeleteOldStats { jobs_erased: 0, deleted, deleted_bytes }
+                DeleteOldStats {
+                    jobs_erased: 0,
+                    deleted,
+                    deleted_bytes,
+                }
             }
             Kind::Jobs => self.erase_jobs(run).await?,
         };
-        Ok(if stats.deleted == 0 && stats.jobs_erased == 0 { Step::done(stats) } else { Step::more(stats) })
+        Ok(if stats.deleted == 0 && stats.jobs_erased == 0 {
+            Step::done(stats)
+        } else {
+            Step::more(stats)
+        })
     }
 
     async fn close(&mut self, _run: &Run<'_>) -> Result<DeleteOldStats> {
@@ -168,7 +191,9 @@ impl DeleteOld {
     async fn erase_jobs(&mut self, run: &Run<'_>) -> Result<DeleteOldStats> {
         let move_sql = self.audit.statement(&JOB_ARTIFACTS);
         let tx = self.client.transaction().await?;
-        let jobs = tx.query(PICK_JOBS, &[&self.cutoff, &self.args.project_id, &run.batch_size()]).await?;
+        let jobs = tx
+            .query(PICK_JOBS, &[&self.cutoff, &self.args.project_id, &run.batch_size()])
+            .await?;
         let ids: Vec<i64> = jobs.iter().map(|r| r.get("id")).collect();
         let partitions: Vec<i64> = jobs.iter().map(|r| r.get("partition_id")).collect();
         let moved = tx.query(move_sql, &[&ids, &partitions]).await?;
@@ -178,6 +203,10 @@ impl DeleteOld {
             run.audit.job("erased", *id, "delete-old jobs: finished before the cutoff");
         }
         let (deleted, deleted_bytes) = self.audit.push(moved).await?;
-        Ok(DeleteOldStats { jobs_erased: erased, deleted, deleted_bytes })
+        Ok(DeleteOldStats {
+            jobs_erased: erased,
+            deleted,
+            deleted_bytes,
+        })
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::tasks::runner::{BatchTask, Run, Step};
-use crate::tasks::stats::{add_fields, TaskStats};
+use crate::tasks::stats::{TaskStats, add_fields};
 
 /// Rows of project $1 that this action changes: not traces, not yet expired and unlocked, of a
 /// pipeline that is unlocked.
@@ -73,17 +73,30 @@ impl BatchTask for ExpireProject {
     type Args = i64;
 
     async fn open(run: &Run<'_>, project_id: i64) -> Result<Self> {
-        Ok(ExpireProject { client: run.ctx.pool.get().await?, project_id, last_id: 0 })
+        Ok(ExpireProject {
+            client: run.ctx.pool.get().await?,
+            project_id,
+            last_id: 0,
+        })
     }
 
     async fn plan(&mut self, _run: &Run<'_>) -> Result<ExpireProjectPlan> {
         let r = self.client.query_one(PLAN, &[&self.project_id]).await?;
-        Ok(ExpireProjectPlan { would_expire: r.get("would_expire"), would_expire_bytes: r.get("would_expire_bytes") })
+        Ok(ExpireProjectPlan {
+            would_expire: r.get("would_expire"),
+            would_expire_bytes: r.get("would_expire_bytes"),
+        })
     }
 
     async fn step(&mut self, run: &Run<'_>) -> Result<Step<ExpireProjectStats>> {
-        let r = self.client.query_one(BATCH, &[&self.project_id, &self.last_id, &run.batch_size()]).await?;
-        let stats = ExpireProjectStats { expired: r.get("expired"), expired_bytes: r.get("expired_bytes") };
+        let r = self
+            .client
+            .query_one(BATCH, &[&self.project_id, &self.last_id, &run.batch_size()])
+            .await?;
+        let stats = ExpireProjectStats {
+            expired: r.get("expired"),
+            expired_bytes: r.get("expired_bytes"),
+        };
         match r.get::<_, Option<i64>>("last_id") {
             Some(last) => {
                 self.last_id = last;

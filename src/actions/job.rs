@@ -6,9 +6,9 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::tasks::moved::{move_to_queue_sql, MoveSql, MovedAudit};
+use crate::tasks::moved::{MoveSql, MovedAudit, move_to_queue_sql};
 use crate::tasks::runner::{BatchTask, Run, Step};
-use crate::tasks::stats::{add_fields, TaskStats};
+use crate::tasks::stats::{TaskStats, add_fields};
 
 const FIND_JOB: &str = "
 SELECT b.id, b.partition_id, b.project_id, b.name, b.status, b.erased_at IS NOT NULL AS erased,
@@ -46,7 +46,10 @@ pub struct Job {
 
 /// The job `id`, or exit 2 naming it.
 async fn find(client: &tokio_postgres::Client, id: i64) -> Result<Job> {
-    let r = client.query_opt(FIND_JOB, &[&id]).await?.ok_or_else(|| Error::Input(format!("--job {id}: no such job")))?;
+    let r = client
+        .query_opt(FIND_JOB, &[&id])
+        .await?
+        .ok_or_else(|| Error::Input(format!("--job {id}: no such job")))?;
     Ok(Job {
         id,
         project_id: r.get("project_id"),
@@ -95,7 +98,11 @@ impl BatchTask for Keep {
     }
 
     async fn step(&mut self, run: &Run<'_>) -> Result<Step<KeepStats>> {
-        let kept: i64 = self.client.query_one(KEEP, &[&self.job.id, &self.job.partition_id]).await?.get("kept");
+        let kept: i64 = self
+            .client
+            .query_one(KEEP, &[&self.job.id, &self.job.partition_id])
+            .await?
+            .get("kept");
         run.audit.job("kept", self.job.id, "keep: artifacts never expire");
         Ok(Step::done(KeepStats { kept }))
     }
@@ -128,7 +135,11 @@ impl BatchTask for DeleteArtifacts {
     async fn open(run: &Run<'_>, id: i64) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
         let job = find(&client, id).await?;
-        Ok(DeleteArtifacts { client, job, audit: MovedAudit::new(run, "deleted", "delete-artifacts: deleted on request") })
+        Ok(DeleteArtifacts {
+            client,
+            job,
+            audit: MovedAudit::new(run, "deleted", "delete-artifacts: deleted on request"),
+        })
     }
 
     async fn plan(&mut self, _run: &Run<'_>) -> Result<Job> {
@@ -136,7 +147,10 @@ impl BatchTask for DeleteArtifacts {
     }
 
     async fn step(&mut self, _run: &Run<'_>) -> Result<Step<DeleteArtifactsStats>> {
-        let rows = self.client.query(self.audit.statement(&DELETE), &[&self.job.id, &self.job.partition_id]).await?;
+        let rows = self
+            .client
+            .query(self.audit.statement(&DELETE), &[&self.job.id, &self.job.partition_id])
+            .await?;
         let (deleted, deleted_bytes) = self.audit.push(rows).await?;
         Ok(Step::done(DeleteArtifactsStats { deleted, deleted_bytes }))
     }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
 use crate::registry::Action;
-use crate::tasks::runner::{run_job, RunOptions};
+use crate::tasks::runner::{RunOptions, run_job};
 
 #[derive(Debug, Args)]
 pub struct DeleteOldCliArgs {
@@ -47,8 +47,21 @@ pub async fn run(a: DeleteOldCliArgs, config: &Config) -> Result<()> {
         Kind::Artifacts => Action::DeleteOldArtifacts,
         Kind::Jobs => Action::DeleteOldJobs,
     };
-    let args = DeleteOldArgs { kind: a.kind, older_than_secs: a.older_than.0.as_secs_f64(), project_id };
-    let plan = run_job::<DeleteOld>(&ctx, action.into(), args, RunOptions { dry_run: true, ..Default::default() }).await?;
+    let args = DeleteOldArgs {
+        kind: a.kind,
+        older_than_secs: a.older_than.0.as_secs_f64(),
+        project_id,
+    };
+    let plan = run_job::<DeleteOld>(
+        &ctx,
+        action.into(),
+        args,
+        RunOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await?;
     let plan = *plan.stats::<DeleteOldPlan>();
     let what = describe(a.kind, &plan, a.project.as_deref(), &a.older_than);
     if a.dry_run {
@@ -61,7 +74,16 @@ pub async fn run(a: DeleteOldCliArgs, config: &Config) -> Result<()> {
     }
     let len = if a.kind == Kind::Jobs { plan.jobs } else { plan.would_delete };
     let progress = super::progress_bar(len.max(0) as u64, "{bar:40} {pos}/{len}  {per_sec}  eta {eta}");
-    let report = run_job::<DeleteOld>(&ctx, action.into(), args, RunOptions { progress: progress.clone(), ..Default::default() }).await?;
+    let report = run_job::<DeleteOld>(
+        &ctx,
+        action.into(),
+        args,
+        RunOptions {
+            progress: progress.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
     super::finish_progress(progress);
     println!("{}; the files go with the next delete-objects run", report.summary());
     super::outcome_to_result(&report)
@@ -69,7 +91,11 @@ pub async fn run(a: DeleteOldCliArgs, config: &Config) -> Result<()> {
 
 fn describe(kind: Kind, plan: &DeleteOldPlan, project: Option<&str>, older_than: &HumanDuration) -> String {
     let scope = project.map_or("every project".to_string(), |p| format!("project {p}"));
-    let jobs = if kind == Kind::Jobs { format!("erase {} jobs, ", plan.jobs) } else { String::new() };
+    let jobs = if kind == Kind::Jobs {
+        format!("erase {} jobs, ", plan.jobs)
+    } else {
+        String::new()
+    };
     format!(
         "{jobs}{} artifacts ({} bytes) of jobs finished more than {} ago, in {scope}",
         plan.would_delete,
@@ -88,6 +114,9 @@ fn confirm(what: &str) -> Result<bool> {
     eprint!("delete-old: {what}. Go on? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::other(format!("reading the answer: {e}")))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::other(format!("reading the answer: {e}")))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }

@@ -8,7 +8,7 @@ use crate::actions::expire_project::ExpireProject;
 use crate::config::Config;
 use crate::error::Result;
 use crate::registry::Action;
-use crate::tasks::runner::{run_job, RunOptions};
+use crate::tasks::runner::{RunOptions, run_job};
 
 #[derive(Debug, Args)]
 pub struct ExpireProjectArgs {
@@ -23,8 +23,19 @@ pub struct ExpireProjectArgs {
 pub async fn run(a: ExpireProjectArgs, config: &Config) -> Result<()> {
     let ctx = super::context(config).await?;
     let project_id = crate::db::project::resolve(&**ctx.pool.get().await?, &a.project).await?;
-    let opts = RunOptions { dry_run: a.dry_run, ..Default::default() };
+    let opts = RunOptions {
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
     let report = run_job::<ExpireProject>(&ctx, Action::ExpireProjectArtifacts.into(), project_id, opts).await?;
-    println!("{}{}", report.summary(), if a.dry_run { "" } else { "; the next expire run queues their files" });
+    println!(
+        "{}{}",
+        report.summary(),
+        if a.dry_run {
+            ""
+        } else {
+            "; the next expire run queues their files"
+        }
+    );
     super::outcome_to_result(&report)
 }

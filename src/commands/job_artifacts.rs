@@ -8,7 +8,7 @@ use crate::actions::job::{DeleteArtifacts, Job, Keep};
 use crate::config::Config;
 use crate::error::Result;
 use crate::registry::Action;
-use crate::tasks::runner::{run_job, RunOptions};
+use crate::tasks::runner::{RunOptions, run_job};
 
 #[derive(Debug, Args)]
 pub struct JobArgs {
@@ -22,10 +22,16 @@ pub struct JobArgs {
 
 pub async fn keep(a: JobArgs, config: &Config) -> Result<()> {
     let ctx = super::context(config).await?;
-    let opts = RunOptions { dry_run: a.dry_run, ..Default::default() };
+    let opts = RunOptions {
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
     let report = run_job::<Keep>(&ctx, Action::Keep.into(), a.job, opts).await?;
     if let Some(job) = report.stats_as::<Job>() {
-        println!("keep (dry run): would keep the {} artifacts of job {} (project {})", job.artifacts, job.id, job.project_id);
+        println!(
+            "keep (dry run): would keep the {} artifacts of job {} (project {})",
+            job.artifacts, job.id, job.project_id
+        );
     } else {
         println!("{}", report.summary());
     }
@@ -34,10 +40,16 @@ pub async fn keep(a: JobArgs, config: &Config) -> Result<()> {
 
 pub async fn delete_artifacts(a: JobArgs, config: &Config) -> Result<()> {
     let ctx = super::context(config).await?;
-    let opts = RunOptions { dry_run: a.dry_run, ..Default::default() };
+    let opts = RunOptions {
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
     let report = run_job::<DeleteArtifacts>(&ctx, Action::DeleteJobArtifacts.into(), a.job, opts).await?;
     if let Some(job) = report.stats_as::<Job>() {
-        println!("delete-artifacts (dry run): would delete the {} artifacts of job {} (project {})", job.artifacts, job.id, job.project_id);
+        println!(
+            "delete-artifacts (dry run): would delete the {} artifacts of job {} (project {})",
+            job.artifacts, job.id, job.project_id
+        );
     } else {
         println!("{}; the files go with the next delete-objects run", report.summary());
     }

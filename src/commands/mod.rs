@@ -10,9 +10,11 @@ pub mod delete_orphans;
 pub mod expedite;
 pub mod expire_project_artifacts;
 pub mod job_artifacts;
+pub mod explain;
 pub mod list_orphans;
 pub mod migrate;
 pub mod orphan_files;
+pub mod report;
 pub mod run;
 pub mod seed;
 pub mod status;
@@ -67,6 +69,10 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the manual page (roff)
     Man,
+    /// Read-only reports: never-expiring, expiring-after, top-projects, largest, artifacts, unknown
+    Report(report::ReportArgs),
+    /// Why downloading a job's artifacts answers 404, and what to do
+    Explain(explain::ExplainArgs),
 }
 
 /// Run one command with the effective configuration.
@@ -90,6 +96,8 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::ExpireProjectArtifacts(a) => expire_project_artifacts::run(a, config).await,
         // Answered before the configuration is read (crate::cli::run).
         Command::Completions(_) | Command::Man => Err(Error::other("completions and man need no configuration")),
+        Command::Report(a) => report::run(a, config).await,
+        Command::Explain(a) => explain::run(a, config).await,
     }
 }
 

@@ -23,6 +23,7 @@ mod migrate;
 mod orphan_files;
 mod orphans;
 mod pipeline;
+mod reports;
 mod seed;
 mod sql_layout;
 mod store_conformance;
