@@ -178,6 +178,7 @@ pub enum Action {
     /// `keep --job ID`: a job's artifacts never expire.
     Keep,
     /// `delete-artifacts --job ID`: delete a job's artifacts now.
+    #[serde(rename = "delete-artifacts")]
     DeleteJobArtifacts,
 }
 

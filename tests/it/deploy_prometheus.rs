@@ -387,3 +387,18 @@ async fn dashboard_and_alert_rules_use_only_metrics_the_worker_exports() {
         );
     }
 }
+
+/// Every alert points at its section of the runbook, and the section exists.
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rules = std::fs::read_to_string(format!("{root}/deploy/prometheus/housekeep.rules.yml")).unwrap();
+    let runbook = std::fs::read_to_string(format!("{root}/docs/RUNBOOK.md")).unwrap();
+    let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    let urls: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("runbook_url: docs/RUNBOOK.md#")).collect();
+    assert!(!alerts.is_empty());
+    assert_eq!(urls, alerts.iter().map(|a| a.to_lowercase()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>());
+    for anchor in urls {
+        assert!(runbook.lines().any(|l| l == format!("## {anchor}")), "docs/RUNBOOK.md has no section {anchor}");
+    }
+}
