@@ -119,17 +119,20 @@ impl BatchTask for Unknown {
             return Ok(Step { stats: UnknownStats::default(), next: Next::Stop(Stopped::MaxRows) });
         }
         let limit = run.batch_size().min(self.left);
-        let destroy = self.audit.statement(&DESTROY_ROWS);
+        // Prepared once per connection.
+        let pick = self.client.prepare_cached(PICK_ROWS).await?;
+        let lock = self.client.prepare_cached(LOCK_ROWS).await?;
+        let destroy = self.client.prepare_cached(self.audit.statement(&DESTROY_ROWS)).await?;
         let tx = self.client.transaction().await?;
-        let picked = tx.query(PICK_ROWS, &[&self.start, &limit]).await?;
+        let picked = tx.query(&pick, &[&self.start, &limit]).await?;
         if picked.is_empty() {
             tx.commit().await?;
             return Ok(Step::done(UnknownStats::default()));
         }
         let ids: Vec<i64> = picked.iter().map(|r| r.get("id")).collect();
         let partitions: Vec<i64> = picked.iter().map(|r| r.get("partition_id")).collect();
-        let locked = tx.query(LOCK_ROWS, &[&self.start, &ids, &partitions]).await?.len() as i64;
-        let removed_rows = tx.query(destroy, &[&self.start, &ids, &partitions]).await?;
+        let locked = tx.query(&lock, &[&self.start, &ids, &partitions]).await?.len() as i64;
+        let removed_rows = tx.query(&destroy, &[&self.start, &ids, &partitions]).await?;
         tx.commit().await?;
         let (removed, removed_bytes) = self.audit.push(removed_rows).await?;
         self.left -= locked + removed;
