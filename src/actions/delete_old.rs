@@ -159,10 +159,10 @@ impl BatchTask for DeleteOld {
     async fn step(&mut self, run: &Run<'_>) -> Result<Step<DeleteOldStats>> {
         let stats = match self.args.kind {
             Kind::Artifacts => {
-                let sql = self.client.prepare_cached(self.audit.statement(&ARTIFACTS_BATCH)).await?;
+                let sql = self.audit.statement(&ARTIFACTS_BATCH);
                 let rows = self
                     .client
-                    .query(&sql, &[&self.cutoff, &self.args.project_id, &run.batch_size()])
+                    .query(sql, &[&self.cutoff, &self.args.project_id, &run.batch_size()])
                     .await?;
                 let (deleted, deleted_bytes) = self.audit.push(rows).await?;
                 DeleteOldStats {

@@ -51,6 +51,8 @@ pub struct ExpirePlan {
 
 pub struct Expire {
     client: deadpool_postgres::Object,
+    /// The batch statement, prepared for this run: a batch costs one round trip and no parsing.
+    batch: tokio_postgres::Statement,
     /// The run's start: rows expiring later wait for the next run.
     start: DateTime<Utc>,
     audit: MovedAudit,
@@ -64,7 +66,9 @@ impl BatchTask for Expire {
     async fn open(run: &Run<'_>, (): ()) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
         let start = client.query_one("SELECT now() AS start", &[]).await?.get("start");
-        Ok(Expire { client, start, audit: MovedAudit::new(run, "expired", "expire_at passed, unlocked") })
+        let audit = MovedAudit::new(run, "expired", "expire_at passed, unlocked");
+        let batch = client.prepare(audit.statement(&EXPIRE_BATCH)).await?;
+        Ok(Expire { client, batch, start, audit })
     }
 
     async fn plan(&mut self, _run: &Run<'_>) -> Result<ExpirePlan> {
@@ -73,9 +77,7 @@ impl BatchTask for Expire {
     }
 
     async fn step(&mut self, run: &Run<'_>) -> Result<Step<ExpireStats>> {
-        // Prepared once per connection: a batch costs one round trip and no parsing.
-        let stmt = self.client.prepare_cached(self.audit.statement(&EXPIRE_BATCH)).await?;
-        let rows = self.client.query(&stmt, &[&self.start, &run.batch_size()]).await?;
+        let rows = self.client.query(&self.batch, &[&self.start, &run.batch_size()]).await?;
         let (expired, expired_bytes) = self.audit.push(rows).await?;
         let stats = ExpireStats { expired, expired_bytes };
         Ok(if expired == 0 { Step::done(stats) } else { Step::more(stats) })

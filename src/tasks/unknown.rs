@@ -90,6 +90,8 @@ pub struct UnknownPlan {
 
 pub struct Unknown {
     client: deadpool_postgres::Object,
+    /// PICK_ROWS, LOCK_ROWS and DESTROY_ROWS, prepared for this run.
+    statements: [tokio_postgres::Statement; 3],
     start: DateTime<Utc>,
     /// Rows still allowed in this run (`max_rows`).
     left: i64,
@@ -105,7 +107,13 @@ impl BatchTask for Unknown {
         let client = run.ctx.pool.get().await?;
         let start = client.query_one("SELECT now() AS start", &[]).await?.get("start");
         let left = if run.cfg.max_rows > 0 { run.cfg.max_rows } else { i64::MAX };
-        Ok(Unknown { client, start, left, audit: MovedAudit::new(run, "removed", "unknown lock, pipeline not locked") })
+        let audit = MovedAudit::new(run, "removed", "unknown lock, pipeline not locked");
+        let statements = [
+            client.prepare(PICK_ROWS).await?,
+            client.prepare(LOCK_ROWS).await?,
+            client.prepare(audit.statement(&DESTROY_ROWS)).await?,
+        ];
+        Ok(Unknown { client, statements, start, left, audit })
     }
 
     async fn plan(&mut self, _run: &Run<'_>) -> Result<UnknownPlan> {
@@ -119,10 +127,7 @@ impl BatchTask for Unknown {
             return Ok(Step { stats: UnknownStats::default(), next: Next::Stop(Stopped::MaxRows) });
         }
         let limit = run.batch_size().min(self.left);
-        // Prepared once per connection.
-        let pick = self.client.prepare_cached(PICK_ROWS).await?;
-        let lock = self.client.prepare_cached(LOCK_ROWS).await?;
-        let destroy = self.client.prepare_cached(self.audit.statement(&DESTROY_ROWS)).await?;
+        let [pick, lock, destroy] = self.statements.clone();
         let tx = self.client.transaction().await?;
         let picked = tx.query(&pick, &[&self.start, &limit]).await?;
         if picked.is_empty() {
