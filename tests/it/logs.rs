@@ -79,3 +79,35 @@ fn completions_and_the_manual_page_need_no_configuration() {
         assert!(page.contains(section), "the manual page lacks {section}");
     }
 }
+
+/// On a terminal, expedite's progress bar is drawn again below each audit line, so it stays on
+/// screen under a stream of records (run under `script`, which gives it a pseudo-terminal).
+#[tokio::test]
+async fn expedite_redraws_its_progress_bar_below_audit_lines_on_a_terminal() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let n = 200;
+    for i in 0..n {
+        let key = housekeep::store::layout::final_key(1, &format!("{i:064x}"));
+        fx.queue(2, &key, "1 hour").await;
+    }
+    let bin = env!("CARGO_BIN_EXE_housekeep");
+    let o = std::process::Command::new("script")
+        .args(["-qfec", &format!("{bin} expedite"), "/dev/null"])
+        .env("HOUSEKEEP_DATABASE_URL", &db.url)
+        .env("HOUSEKEEP_STORE_URL", &t.url)
+        .env("HOUSEKEEP_LOG_FORMAT", "text")
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux)");
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}{}", stderr(&o));
+    let audit_lines = screen.matches("housekeep::audit").count();
+    let bar_draws = screen.matches(&format!("/{n} objects")).count();
+    assert_eq!(audit_lines, n, "{screen}");
+    // Lines that reach the writer together share one redraw; drawn only at its own ticks (20 a
+    // second), the bar would show a handful of times in this run.
+    assert!(bar_draws * 4 >= audit_lines, "the bar was drawn {bar_draws} times for {audit_lines} audit lines:\n{screen}");
+}
