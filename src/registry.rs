@@ -180,6 +180,8 @@ pub enum Action {
     /// `delete-artifacts --job ID`: delete a job's artifacts now.
     #[serde(rename = "delete-artifacts")]
     DeleteJobArtifacts,
+    /// `refresh-stats --filename FILE`: recompute the projects' `build_artifacts_size`.
+    RefreshStats,
 }
 
 /// Everything fixed about an action.
@@ -204,12 +206,15 @@ impl Action {
         // One job: one step, whatever the batch size.
         const KEEP: ActionSpec = spec("keep", 14, 1);
         const DELETE_JOB_ARTIFACTS: ActionSpec = spec("delete-artifacts", 15, 1);
+        // One project a step, each in its own transaction.
+        const REFRESH_STATS: ActionSpec = spec("refresh-stats", 16, 1);
         match self {
             Action::DeleteOldArtifacts => &DELETE_OLD_ARTIFACTS,
             Action::DeleteOldJobs => &DELETE_OLD_JOBS,
             Action::ExpireProjectArtifacts => &EXPIRE_PROJECT_ARTIFACTS,
             Action::Keep => &KEEP,
             Action::DeleteJobArtifacts => &DELETE_JOB_ARTIFACTS,
+            Action::RefreshStats => &REFRESH_STATS,
         }
     }
 }
@@ -285,6 +290,7 @@ mod tests {
             Action::ExpireProjectArtifacts,
             Action::Keep,
             Action::DeleteJobArtifacts,
+            Action::RefreshStats,
         ];
         for a in actions {
             assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(a.spec().name.into()));

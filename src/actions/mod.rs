@@ -8,3 +8,4 @@
 pub mod delete_old;
 pub mod expire_project;
 pub mod job;
+pub mod refresh_stats;

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod list_orphans;
 pub mod migrate;
 pub mod orphan_files;
+pub mod refresh_stats;
 pub mod report;
 pub mod run;
 pub mod seed;
@@ -65,6 +66,8 @@ pub enum Command {
     DeleteArtifacts(job_artifacts::JobArgs),
     /// Expire a project's deletable artifacts now (traces and still-locked pipelines aside)
     ExpireProjectArtifacts(expire_project_artifacts::ExpireProjectArgs),
+    /// Recompute build_artifacts_size of the projects in a CSV (header PROJECT_ID), each swapped atomically
+    RefreshStats(refresh_stats::RefreshStatsArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(completions::CompletionsArgs),
     /// Print the manual page (roff)
@@ -94,6 +97,7 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::Keep(a) => job_artifacts::keep(a, config).await,
         Command::DeleteArtifacts(a) => job_artifacts::delete_artifacts(a, config).await,
         Command::ExpireProjectArtifacts(a) => expire_project_artifacts::run(a, config).await,
+        Command::RefreshStats(a) => refresh_stats::run(a, config).await,
         // Answered before the configuration is read (crate::cli::run).
         Command::Completions(_) | Command::Man => Err(Error::other("completions and man need no configuration")),
         Command::Report(a) => report::run(a, config).await,

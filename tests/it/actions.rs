@@ -286,3 +286,87 @@ async fn expire_project_artifacts_expires_all_but_traces_and_locked_pipelines() 
     let o = common::run(&mut cmd(&db, &t, &["expire-project-artifacts", "--project", "nope/nope"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// refresh-stats corrects wrong totals while expire removes rows of the same projects: the end
+/// is exact, and no reader ever sees 0 (each project's true total never is).
+#[tokio::test]
+async fn refresh_stats_under_concurrent_expiry_ends_exact() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let projects = [fx.project().await, fx.project().await];
+    for &p in &projects {
+        let pl = fx.pipeline(p, "main", "success", 0).await;
+        // 3,000 expired rows of 7 bytes and 10 never-expiring ones of 1,000 bytes.
+        for (n, size, expire) in [(3000i32, 7i64, Some("-1 day")), (10, 1000, None)] {
+            c.execute(
+                "WITH jobs AS (
+                   INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, tag, type, status, created_at, finished_at)
+                   SELECT partition_id, project_id, id, 'build', ref, tag, 'Ci::Build', 'success', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                   FROM p_ci_pipelines, generate_series(1, $2) WHERE id = $1
+                   RETURNING id, partition_id, project_id)
+                 INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, file_location, size, file_store,
+                                                 file, expire_at, locked, created_at, updated_at)
+                 SELECT partition_id, project_id, id, 1, 2, 2, $3, 2, 'artifacts.zip', now() + $4::text::interval, 0, now(), now() FROM jobs",
+                &[&pl, &n, &size, &expire],
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // Wrong totals, as a lost counter flush leaves them (storage_size consistent with them).
+    c.execute("UPDATE project_statistics SET build_artifacts_size = 12345, storage_size = 12345 + repository_size + pipeline_artifacts_size", &[])
+        .await
+        .unwrap();
+    let csv = common::tmp_root().join(format!("{}.csv", common::unique("projects")));
+    std::fs::write(&csv, format!("PROJECT_ID\n{}\n{}\n", projects[0], projects[1])).unwrap();
+    let csv = csv.to_str().unwrap().to_string();
+
+    let before = digest(&c).await;
+    let out = ok(&mut cmd(&db, &t, &["refresh-stats", "--filename", &csv, "--dry-run"]));
+    assert!(out.contains("2 projects, 2 with a wrong build_artifacts_size"), "{out}");
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+
+    // expire in small batches, and refresh-stats at the same time, while a reader watches.
+    let mut expire = cmd(&db, &t, &["run", "expire"]);
+    expire.env("HOUSEKEEP_TASKS_EXPIRE_BATCH_SIZE", "50");
+    let mut expire = expire.spawn().unwrap();
+    let watch = db.client().await;
+    let refresh = std::thread::spawn({
+        let (url, store, csv) = (db.url.clone(), t.url.clone(), csv.clone());
+        move || {
+            let mut c = housekeep();
+            c.args(["refresh-stats", "--filename", &csv]).env("HOUSEKEEP_DATABASE_URL", url).env("HOUSEKEEP_STORE_URL", store);
+            common::run(&mut c)
+        }
+    });
+    while !refresh.is_finished() {
+        let zero: i64 = watch
+            .query_one("SELECT count(*) AS n FROM project_statistics WHERE build_artifacts_size <= 0", &[])
+            .await
+            .unwrap()
+            .get("n");
+        assert_eq!(zero, 0, "a reader saw a total of 0 while refresh-stats ran");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let o = refresh.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(expire.wait().unwrap().success());
+    assert_statistics_exact(&c).await;
+    assert_eq!(fx.count("SELECT sum(build_artifacts_size)::bigint FROM project_statistics").await, 2 * 10 * 1000);
+
+    // Bad input changes nothing and names every bad line.
+    let bad = common::tmp_root().join(format!("{}.csv", common::unique("bad")));
+    for (text, says) in [("PROJECT_ID\n1\nx\n-3\n", "line 3"), ("ID\n1\n", "header PROJECT_ID")] {
+        std::fs::write(&bad, text).unwrap();
+        let before = digest(&c).await;
+        let o = common::run(&mut cmd(&db, &t, &["refresh-stats", "--filename", bad.to_str().unwrap()]));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        if says == "line 3" {
+            assert!(stderr(&o).contains("line 4"), "{}", stderr(&o));
+        }
+        assert_eq!(digest(&c).await, before);
+    }
+}
