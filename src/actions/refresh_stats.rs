@@ -31,9 +31,20 @@ FROM unnest($1::bigint[]) AS p(id)
 LEFT JOIN project_statistics s ON s.project_id = p.id
 CROSS JOIN LATERAL (SELECT COALESCE(sum(size), 0)::bigint AS total FROM p_ci_job_artifacts a WHERE a.project_id = p.id) t";
 
+/// A CSV of project ids is read whole: bounded, so a wrong file cannot exhaust memory (64 MiB
+/// holds some 3 million ids).
+const MAX_CSV_BYTES: u64 = 64 << 20;
+
 /// The project ids of a CSV with the header `PROJECT_ID` (one id a line; blank lines skipped).
 /// Every bad line is reported, by number, before anything changes.
 pub fn read_project_ids(path: &Path) -> Result<Vec<i64>> {
+    let len = std::fs::metadata(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?.len();
+    if len > MAX_CSV_BYTES {
+        return Err(Error::Input(format!(
+            "{}: {len} bytes is more than a list of project ids needs (at most {MAX_CSV_BYTES}); split it",
+            path.display()
+        )));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {

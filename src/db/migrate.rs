@@ -156,28 +156,18 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<Report> {
     client.batch_execute("CREATE SCHEMA IF NOT EXISTS housekeep").await?;
     let mut applied = Vec::new();
     if shape != Shape::Gitlab {
-        let mut runner = gitlab_set::migrations::runner().set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
-        runner.set_migration_table_name(GITLAB_MIGRATION_TABLE);
-        let report = runner
-            .run_async(client)
-            .await
-            .map_err(|source| MigrationError {
-                set: "gitlab",
-                source,
-            })?;
-        applied.extend(report.applied_migrations().iter().map(|m| Applied { set: "gitlab", version: m.version() as i64, name: m.name().to_string() }));
+        applied.extend(run_set(client, gitlab_set::migrations::runner(), GITLAB_MIGRATION_TABLE, "gitlab").await?);
     }
-    let mut runner = housekeep_set::migrations::runner().set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
-    runner.set_migration_table_name(MIGRATION_TABLE);
-    let report = runner
-        .run_async(client)
-        .await
-        .map_err(|source| MigrationError {
-            set: "housekeep",
-            source,
-        })?;
-    applied.extend(report.applied_migrations().iter().map(|m| Applied { set: "housekeep", version: m.version() as i64, name: m.name().to_string() }));
+    applied.extend(run_set(client, housekeep_set::migrations::runner(), MIGRATION_TABLE, "housekeep").await?);
     Ok(Report { shape, applied })
+}
+
+/// Apply one migration set (checksummed, grouped in one transaction) with its own history table.
+async fn run_set(client: &mut tokio_postgres::Client, runner: refinery::Runner, table: &str, set: &'static str) -> Result<Vec<Applied>> {
+    let mut runner = runner.set_abort_divergent(true).set_abort_missing(true).set_grouped(true);
+    runner.set_migration_table_name(table);
+    let report = runner.run_async(client).await.map_err(|source| MigrationError { set, source })?;
+    Ok(report.applied_migrations().iter().map(|m| Applied { set, version: m.version() as i64, name: m.name().to_string() }).collect())
 }
 
 /// Every migration the binary carries, GitLab's tables first.

@@ -38,6 +38,25 @@ async fn job_with_artifacts(fx: &Fx<'_>, project: i64, pipeline: i64, days_ago: 
     job
 }
 
+/// `n` jobs of pipeline `pipeline`, finished `days_ago` days ago, each with an archive of `size`
+/// bytes expiring after `expire` (an interval; never when None), unlocked: in one statement.
+async fn jobs_with_an_archive(c: &tokio_postgres::Client, pipeline: i64, n: i32, size: i64, expire: Option<&str>, days_ago: i32) {
+    c.execute(
+        "WITH jobs AS (
+           INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, tag, type, status, created_at, finished_at)
+           SELECT partition_id, project_id, id, 'build', ref, tag, 'Ci::Build', 'success',
+                  (now() AT TIME ZONE 'UTC') - make_interval(days => $5 + 10), (now() AT TIME ZONE 'UTC') - make_interval(days => $5)
+           FROM p_ci_pipelines, generate_series(1, $2) WHERE id = $1
+           RETURNING id, partition_id, project_id)
+         INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, file_location, size, file_store,
+                                         file, expire_at, locked, created_at, updated_at)
+         SELECT partition_id, project_id, id, 1, 2, 2, $3, 2, 'artifacts.zip', now() + $4::text::interval, 0, now(), now() FROM jobs",
+        &[&pipeline, &n, &size, &expire, &days_ago],
+    )
+    .await
+    .unwrap();
+}
+
 async fn types_of(c: &tokio_postgres::Client, job: i64) -> Vec<i32> {
     c.query("SELECT file_type::int AS t FROM p_ci_job_artifacts WHERE job_id = $1 ORDER BY 1", &[&job])
         .await
@@ -133,19 +152,7 @@ async fn delete_old_killed_mid_run_loses_nothing_and_a_second_run_finishes() {
     let (first, last) = (fx.project().await, fx.project().await);
     for (p, n) in [(first, 2500i32), (last, 10)] {
         let pl = fx.pipeline(p, "main", "success", 0).await;
-        c.execute(
-            "WITH jobs AS (
-               INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, tag, type, status, created_at, finished_at)
-               SELECT partition_id, project_id, id, 'build', ref, tag, 'Ci::Build', 'success', now() AT TIME ZONE 'UTC' - interval '50 days',
-                      now() AT TIME ZONE 'UTC' - interval '40 days'
-               FROM p_ci_pipelines, generate_series(1, $2) WHERE id = $1
-               RETURNING id, partition_id, project_id)
-             INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, file_location, size, file_store, file, created_at, updated_at)
-             SELECT partition_id, project_id, id, 1, 2, 2, 7, 2, 'artifacts.zip', now(), now() FROM jobs",
-            &[&pl, &n],
-        )
-        .await
-        .unwrap();
+        jobs_with_an_archive(&c, pl, n, 7, None, 40).await;
     }
     fx.exact_statistics().await;
     let total = fx.count("SELECT count(*) FROM p_ci_job_artifacts").await;
@@ -178,21 +185,7 @@ async fn delete_old_killed_mid_run_loses_nothing_and_a_second_run_finishes() {
     child.wait().unwrap();
     blocker.rollback().await.unwrap();
     // The killed process's last statement ends on the server, committed or not.
-    let t0 = Instant::now();
-    while watch
-        .query_one(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
-               AND state IS DISTINCT FROM 'idle'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>("n")
-        > 0
-    {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the killed process's statement never ended");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_housekeep_backends(&watch).await;
     let c = &c;
     let fx = Fx { c };
     let queued_after_kill = fx.count("SELECT count(*) FROM ci_deleted_objects").await;
@@ -299,20 +292,8 @@ async fn refresh_stats_under_concurrent_expiry_ends_exact() {
     for &p in &projects {
         let pl = fx.pipeline(p, "main", "success", 0).await;
         // 3,000 expired rows of 7 bytes and 10 never-expiring ones of 1,000 bytes.
-        for (n, size, expire) in [(3000i32, 7i64, Some("-1 day")), (10, 1000, None)] {
-            c.execute(
-                "WITH jobs AS (
-                   INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, tag, type, status, created_at, finished_at)
-                   SELECT partition_id, project_id, id, 'build', ref, tag, 'Ci::Build', 'success', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                   FROM p_ci_pipelines, generate_series(1, $2) WHERE id = $1
-                   RETURNING id, partition_id, project_id)
-                 INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, file_location, size, file_store,
-                                                 file, expire_at, locked, created_at, updated_at)
-                 SELECT partition_id, project_id, id, 1, 2, 2, $3, 2, 'artifacts.zip', now() + $4::text::interval, 0, now(), now() FROM jobs",
-                &[&pl, &n, &size, &expire],
-            )
-            .await
-            .unwrap();
+        for (n, size, expire) in [(3000, 7, Some("-1 day")), (10, 1000, None)] {
+            jobs_with_an_archive(&c, pl, n, size, expire, 0).await;
         }
     }
     // Wrong totals, as a lost counter flush leaves them (storage_size consistent with them).
@@ -358,8 +339,12 @@ async fn refresh_stats_under_concurrent_expiry_ends_exact() {
 
     // Bad input changes nothing and names every bad line.
     let bad = common::tmp_root().join(format!("{}.csv", common::unique("bad")));
-    for (text, says) in [("PROJECT_ID\n1\nx\n-3\n", "line 3"), ("ID\n1\n", "header PROJECT_ID")] {
+    for (text, says) in [("PROJECT_ID\n1\nx\n-3\n", "line 3"), ("ID\n1\n", "header PROJECT_ID"), ("PROJECT_ID\n", "more than")] {
         std::fs::write(&bad, text).unwrap();
+        if says == "more than" {
+            // A huge file (sparse: nothing is written) is refused before it is read.
+            std::fs::OpenOptions::new().write(true).open(&bad).unwrap().set_len(1 << 40).unwrap();
+        }
         let before = digest(&c).await;
         let o = common::run(&mut cmd(&db, &t, &["refresh-stats", "--filename", bad.to_str().unwrap()]));
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -160,3 +160,25 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+/// Wait until the killed process's statements are over: a SIGKILLed client's backend finishes
+/// (or rolls back) its statement on its own.
+pub async fn wait_for_housekeep_backends(c: &tokio_postgres::Client) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
+                   AND state IS DISTINCT FROM 'idle'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "backends of a killed process still busy");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -3,7 +3,7 @@
 //! and S3), then the same command again to completion, must lose nothing and duplicate nothing;
 //! SIGTERM stops a run or the worker cleanly, giving back unused leases.
 
-use housekeep::tasks::{UnlockStats};
+use housekeep::tasks::UnlockStats;
 use crate::common;
 use crate::fixtures;
 
@@ -84,28 +84,6 @@ fn show_log(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Wait until the killed process's statements are over: a SIGKILLed client's backend finishes
-/// (or rolls back) its statement on its own.
-async fn wait_for_housekeep_backends(c: &Client) {
-    let t0 = Instant::now();
-    loop {
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
-                   AND state IS DISTINCT FROM 'idle'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            return;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "backends of a killed process still busy");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// How the trial picks its instant: after a random delay, or once the work passed a random point.
 #[derive(Debug, Clone, Copy)]
 enum KillAt {
@@ -163,7 +141,7 @@ impl Kills {
     async fn trial(&mut self, trial: usize, cmd: Command, c: &Client, progress_sql: &str, total: i64) -> i64 {
         let at = pick(trial, total, self.estimate);
         let (status, running, ran) = kill_during(cmd, c, progress_sql, at).await;
-        wait_for_housekeep_backends(c).await;
+        common::wait_for_housekeep_backends(c).await;
         let done: i64 = c.query_one(progress_sql, &[]).await.unwrap().get(0);
         eprintln!("trial {trial}: kill at {at:?} after {ran:?}: {status}, {done} of {total} done");
         if let KillAt::Progress(_) = at {
@@ -705,7 +683,7 @@ async fn sigkill_during_unlock_resumes_to_the_same_end_state() {
             d => d,
         };
         let (status, running, ran) = kill_during(cmd, &c, &progress, at).await;
-        wait_for_housekeep_backends(&c).await;
+        common::wait_for_housekeep_backends(&c).await;
         let unlocked: i64 = c
             .query_one("SELECT count(*) FROM p_ci_pipelines WHERE locked = 0 AND id = ANY($1)", &[&locked_before])
             .await
