@@ -334,3 +334,55 @@ async fn a_gitlab_without_partitioned_artifacts_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("GitLab 17.10 or later"), "{}", stderr(&o));
 }
+
+/// The bulk actions on GitLab's own tables: rows of both partitions change, files go through
+/// `ci_deleted_objects`, GitLab's table definitions do not change, and refresh-stats is refused
+/// (GitLab's pending counter increments are in Redis).
+#[tokio::test]
+async fn bulk_actions_work_on_every_partition_and_refresh_stats_is_refused() {
+    let db = gitlab_db().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let p = project(&c, "grp/app").await;
+    let rows = [rows_in_partition(&c, &t, p, 100).await, rows_in_partition(&c, &t, p, 101).await];
+    let o = hk(&db, &t, &["migrate"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = gitlab_schema_dump(&db);
+    let queued = |key: String| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT count(*) FROM ci_deleted_objects WHERE store_dir || '/' || file = $1", &[&key]).await.unwrap().get::<_, i64>(0)
+        }
+    };
+
+    // delete-artifacts: the expired and the unknown artifact of each partition's job, queued.
+    for r in &rows {
+        let job: i64 = c.query_one("SELECT job_id FROM p_ci_job_artifacts WHERE id = $1", &[&r.expired_artifact]).await.unwrap().get(0);
+        let o = hk(&db, &t, &["delete-artifacts", "--job", &job.to_string()], &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("deleted=2 deleted_bytes=200"), "{}", stdout(&o));
+        assert_eq!((queued(r.expired_key.clone()).await, queued(r.unknown_key.clone()).await), (1, 1));
+    }
+
+    // expire-project-artifacts leaves the locked pipelines' artifacts alone.
+    let o = hk(&db, &t, &["expire-project-artifacts", "--project", "grp/app"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("expired=0"), "{}", stdout(&o));
+
+    // delete-old takes the old jobs' artifacts, locked ones too, in both partitions.
+    c.execute("UPDATE p_ci_builds SET finished_at = (now() AT TIME ZONE 'UTC') - interval '40 days'", &[]).await.unwrap();
+    let o = hk(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--project", "grp/app"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("deleted=2 deleted_bytes=200"), "{}", stdout(&o));
+    for r in &rows {
+        assert_eq!(queued(r.kept_key.clone()).await, 1);
+    }
+
+    let csv = common::tmp_root().join(format!("{}.csv", common::unique("projects")));
+    std::fs::write(&csv, format!("PROJECT_ID\n{p}\n")).unwrap();
+    let o = hk(&db, &t, &["refresh-stats", "--filename", csv.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rake task"), "{}", stderr(&o));
+
+    assert!(gitlab_schema_dump(&db) == before, "GitLab's table definitions changed");
+}
