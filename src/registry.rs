@@ -173,6 +173,8 @@ pub enum Action {
     DeleteOldArtifacts,
     /// `delete-old jobs`: erase jobs finished before a date (artifacts and log).
     DeleteOldJobs,
+    /// `delete-old pipelines`: delete pipelines finished before a date (jobs, artifacts, logs).
+    DeleteOldPipelines,
     /// `expire-project-artifacts`: expire a project's deletable artifacts now.
     ExpireProjectArtifacts,
     /// `keep --job ID`: a job's artifacts never expire.
@@ -201,6 +203,8 @@ impl Action {
         }
         const DELETE_OLD_ARTIFACTS: ActionSpec = spec("delete-old-artifacts", 10, 1000);
         const DELETE_OLD_JOBS: ActionSpec = spec("delete-old-jobs", 11, 500);
+        // Pipelines a batch: each brings its jobs and their artifacts along.
+        const DELETE_OLD_PIPELINES: ActionSpec = spec("delete-old-pipelines", 12, 50);
         // GitLab's ExpireProjectBuildArtifactsWorker: 1,000 rows a batch.
         const EXPIRE_PROJECT_ARTIFACTS: ActionSpec = spec("expire-project-artifacts", 13, 1000);
         // One job: one step, whatever the batch size.
@@ -211,6 +215,7 @@ impl Action {
         match self {
             Action::DeleteOldArtifacts => &DELETE_OLD_ARTIFACTS,
             Action::DeleteOldJobs => &DELETE_OLD_JOBS,
+            Action::DeleteOldPipelines => &DELETE_OLD_PIPELINES,
             Action::ExpireProjectArtifacts => &EXPIRE_PROJECT_ARTIFACTS,
             Action::Keep => &KEEP,
             Action::DeleteJobArtifacts => &DELETE_JOB_ARTIFACTS,
@@ -287,6 +292,7 @@ mod tests {
         let actions = [
             Action::DeleteOldArtifacts,
             Action::DeleteOldJobs,
+            Action::DeleteOldPipelines,
             Action::ExpireProjectArtifacts,
             Action::Keep,
             Action::DeleteJobArtifacts,

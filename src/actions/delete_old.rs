@@ -1,4 +1,4 @@
-//! `delete-old artifacts | jobs`: what administrators do by age. `artifacts` deletes every
+//! `delete-old artifacts | jobs` (`pipelines` is [`super::delete_old_pipelines`]): what administrators do by age. `artifacts` deletes every
 //! artifact of the jobs finished before a date, kept (never-expiring) and locked ones too, traces
 //! aside; `jobs` erases those jobs, as GitLab's erase does: all their artifacts, the log (trace)
 //! included, and `erased_at` set. For one project or the whole instance. Rows go to the deletion
@@ -14,7 +14,7 @@ use crate::tasks::runner::{BatchTask, Run, Step};
 use crate::tasks::stats::{TaskStats, add_fields};
 
 /// What to delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The artifacts of old jobs (not their logs).
     Artifacts,

@@ -6,6 +6,7 @@
 //! What each action is — name, lock, batch size — is in [`crate::registry::Action`].
 
 pub mod delete_old;
+pub mod delete_old_pipelines;
 pub mod expire_project;
 pub mod job;
 pub mod refresh_stats;

@@ -1,26 +1,40 @@
-//! `housekeep delete-old artifacts | jobs --older-than DUR [--project P] [--dry-run] [--yes]`:
-//! delete the artifacts of jobs finished before DUR ago, or erase those jobs, through the
-//! deletion queue. Across the whole instance it asks for confirmation on a terminal, and needs
-//! `--yes` otherwise.
+//! `housekeep delete-old artifacts | jobs | pipelines --older-than DUR [--project P] [--dry-run]
+//! [--yes]`: delete the artifacts of jobs finished before DUR ago, erase those jobs, or delete the
+//! pipelines finished before then, through the deletion queue. Across the whole instance it asks
+//! for confirmation on a terminal, and needs `--yes` otherwise.
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::actions::delete_old::{DeleteOld, DeleteOldArgs, DeleteOldPlan, Kind};
+use crate::actions::delete_old_pipelines::{DeleteOldPipelines, DeleteOldPipelinesArgs, DeleteOldPipelinesPlan};
 use crate::config::Config;
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
 use crate::registry::Action;
-use crate::tasks::runner::{RunOptions, run_job};
+use crate::tasks::context::Context;
+use crate::tasks::report::Report;
+use crate::tasks::runner::{BatchTask, RunOptions, run_job};
+
+/// What `delete-old` deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// The artifacts of old jobs (not their logs).
+    Artifacts,
+    /// Old jobs: their artifacts and logs; the jobs are marked erased.
+    Jobs,
+    /// Old pipelines: their jobs, the jobs' artifacts and logs, and the pipelines' own artifacts.
+    Pipelines,
+}
 
 #[derive(Debug, Args)]
 pub struct DeleteOldCliArgs {
-    /// What to delete: the artifacts of old jobs (logs aside), or the jobs' artifacts and logs
-    /// (the jobs are marked erased)
+    /// What to delete: the artifacts of old jobs (logs aside), the jobs' artifacts and logs (the
+    /// jobs are marked erased), or whole pipelines with their jobs and files
     #[arg(value_enum)]
-    pub kind: Kind,
-    /// Jobs finished more than this long ago (30d, 6m, 1y)
+    pub kind: What,
+    /// Jobs (or pipelines) finished more than this long ago (30d, 6m, 1y)
     #[arg(long, value_name = "DUR")]
     pub older_than: HumanDuration,
     /// Only this project (its id or full path); without it, the whole instance
@@ -34,6 +48,34 @@ pub struct DeleteOldCliArgs {
     pub yes: bool,
 }
 
+/// What the command needs from a plan: what it says, and how many items the bar counts.
+trait Described {
+    fn describe(&self, kind: What) -> String;
+    fn items(&self, kind: What) -> i64;
+}
+
+impl Described for DeleteOldPlan {
+    fn describe(&self, kind: What) -> String {
+        let jobs = if kind == What::Jobs { format!("erase {} jobs, ", self.jobs) } else { String::new() };
+        format!("{jobs}{} artifacts ({} bytes) of jobs", self.would_delete, self.would_delete_bytes)
+    }
+    fn items(&self, kind: What) -> i64 {
+        if kind == What::Jobs { self.jobs } else { self.would_delete }
+    }
+}
+
+impl Described for DeleteOldPipelinesPlan {
+    fn describe(&self, _: What) -> String {
+        format!(
+            "{} pipelines with {} jobs, {} job artifacts ({} bytes) and {} pipeline artifacts ({} bytes), of pipelines",
+            self.pipelines, self.jobs, self.would_delete, self.would_delete_bytes, self.pipeline_artifacts, self.pipeline_artifacts_bytes
+        )
+    }
+    fn items(&self, _: What) -> i64 {
+        self.pipelines
+    }
+}
+
 pub async fn run(a: DeleteOldCliArgs, config: &Config) -> Result<()> {
     if a.older_than.0.is_zero() {
         return Err(Error::Input("--older-than must be longer than 0s".into()));
@@ -43,65 +85,59 @@ pub async fn run(a: DeleteOldCliArgs, config: &Config) -> Result<()> {
         Some(p) => Some(crate::db::project::resolve(&**ctx.pool.get().await?, p).await?),
         None => None,
     };
-    let action = match a.kind {
-        Kind::Artifacts => Action::DeleteOldArtifacts,
-        Kind::Jobs => Action::DeleteOldJobs,
+    let older_than_secs = a.older_than.0.as_secs_f64();
+    let report = match a.kind {
+        What::Artifacts | What::Jobs => {
+            let (kind, action) = match a.kind {
+                What::Jobs => (Kind::Jobs, Action::DeleteOldJobs),
+                _ => (Kind::Artifacts, Action::DeleteOldArtifacts),
+            };
+            let args = DeleteOldArgs { kind, older_than_secs, project_id };
+            confirm_and_run::<DeleteOld>(&ctx, &a, action, args).await?
+        }
+        What::Pipelines => {
+            let args = DeleteOldPipelinesArgs { older_than_secs, project_id };
+            confirm_and_run::<DeleteOldPipelines>(&ctx, &a, Action::DeleteOldPipelines, args).await?
+        }
     };
-    let args = DeleteOldArgs {
-        kind: a.kind,
-        older_than_secs: a.older_than.0.as_secs_f64(),
-        project_id,
-    };
-    let plan = run_job::<DeleteOld>(
-        &ctx,
-        action.into(),
-        args,
-        RunOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let plan = *plan.stats::<DeleteOldPlan>();
-    let what = describe(a.kind, &plan, a.project.as_deref(), &a.older_than);
-    if a.dry_run {
-        println!("delete-old (dry run): would delete {what}");
-        return Ok(());
+    match report {
+        Some(report) => {
+            println!("{}; the files go with the next delete-objects run", report.summary());
+            super::outcome_to_result(&report)
+        }
+        None => Ok(()),
     }
-    if project_id.is_none() && !a.yes && !confirm(&what)? {
-        println!("delete-old: nothing deleted");
-        return Ok(());
-    }
-    let len = if a.kind == Kind::Jobs { plan.jobs } else { plan.would_delete };
-    let progress = super::progress_bar(len.max(0) as u64, "{bar:40} {pos}/{len}  {per_sec}  eta {eta}");
-    let report = run_job::<DeleteOld>(
-        &ctx,
-        action.into(),
-        args,
-        RunOptions {
-            progress: progress.clone(),
-            ..Default::default()
-        },
-    )
-    .await?;
-    super::finish_progress(progress);
-    println!("{}; the files go with the next delete-objects run", report.summary());
-    super::outcome_to_result(&report)
 }
 
-fn describe(kind: Kind, plan: &DeleteOldPlan, project: Option<&str>, older_than: &HumanDuration) -> String {
-    let scope = project.map_or("every project".to_string(), |p| format!("project {p}"));
-    let jobs = if kind == Kind::Jobs {
-        format!("erase {} jobs, ", plan.jobs)
-    } else {
-        String::new()
-    };
-    format!(
-        "{jobs}{} artifacts ({} bytes) of jobs finished more than {} ago, in {scope}",
-        plan.would_delete,
-        plan.would_delete_bytes,
-        humantime::format_duration(older_than.0)
-    )
+/// Plan; print the plan of a dry run, or ask (for the whole instance) and run with a progress
+/// bar. None when nothing ran.
+async fn confirm_and_run<T>(ctx: &Context, a: &DeleteOldCliArgs, action: Action, args: T::Args) -> Result<Option<Report>>
+where
+    T: BatchTask,
+    T::Plan: Described + Copy,
+    T::Args: Copy,
+{
+    let dry = RunOptions { dry_run: true, ..Default::default() };
+    let plan = *run_job::<T>(ctx, action.into(), args, dry).await?.stats::<T::Plan>();
+    let scope = a.project.as_deref().map_or("every project".to_string(), |p| format!("project {p}"));
+    let what = format!(
+        "{} finished more than {} ago, in {scope}",
+        plan.describe(a.kind),
+        humantime::format_duration(a.older_than.0)
+    );
+    if a.dry_run {
+        println!("delete-old (dry run): would delete {what}");
+        return Ok(None);
+    }
+    if a.project.is_none() && !a.yes && !confirm(&what)? {
+        println!("delete-old: nothing deleted");
+        return Ok(None);
+    }
+    let progress = super::progress_bar(plan.items(a.kind).max(0) as u64, "{bar:40} {pos}/{len}  {per_sec}  eta {eta}");
+    let options = RunOptions { progress: progress.clone(), ..Default::default() };
+    let report = run_job::<T>(ctx, action.into(), args, options).await?;
+    super::finish_progress(progress);
+    Ok(Some(report))
 }
 
 /// Ask on the terminal; without one, refuse (exit 2) and say `--yes` is needed.

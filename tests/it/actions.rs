@@ -129,7 +129,8 @@ async fn delete_old_across_the_instance_needs_yes_off_a_terminal_and_refuses_bad
         (vec!["delete-old", "artifacts", "--older-than", "soon", "--yes"], "soon"),
         (vec!["delete-old", "artifacts", "--older-than", "0s", "--yes"], "longer than 0s"),
         (vec!["delete-old", "artifacts", "--older-than=-5d", "--yes"], "-5d"),
-        (vec!["delete-old", "pipelines", "--older-than", "30d", "--yes"], "pipelines"),
+        (vec!["delete-old", "everything", "--older-than", "30d", "--yes"], "everything"),
+        (vec!["delete-old", "pipelines", "--older-than", "30d"], "--yes"),
     ] {
         let o = common::run(cmd(&db, &t, &args).stdin(std::process::Stdio::null()));
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}{}", stdout(&o), stderr(&o));
@@ -139,6 +140,41 @@ async fn delete_old_across_the_instance_needs_yes_off_a_terminal_and_refuses_bad
     let out = ok(cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--yes"]).stdin(std::process::Stdio::null()));
     assert!(out.contains("deleted=2"), "{out}");
     assert_statistics_exact(&c).await;
+}
+
+/// Run `args` (a delete-old) and kill it while a batch waits on `last`'s statistics row after
+/// at least `queued` files were queued by committed batches; returns once the killed process's
+/// statements have ended on the server.
+async fn kill_while_blocked(db: &TestDb, t: &TestStore, c: &mut tokio_postgres::Client, args: &[&str], last: i64, queued: i64) {
+    // The batch that reaches the last project's rows waits on its statistics row (and, for pipelines,
+    // so do the first project's rows in that batch).
+    let blocker = c.transaction().await.unwrap();
+    blocker.execute("SELECT 1 FROM project_statistics WHERE project_id = $1 FOR UPDATE", &[&last]).await.unwrap();
+    let watch = db.client().await;
+    let mut child = cmd(db, t, args).spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let n: i64 = watch.query_one("SELECT count(*) AS n FROM ci_deleted_objects", &[]).await.unwrap().get("n");
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
+                   AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get("n");
+        if n >= queued && waiting > 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the run never reached the blocked batch (queued {n})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    blocker.rollback().await.unwrap();
+    // The killed process's last statement ends on the server, committed or not.
+    common::wait_for_housekeep_backends(&watch).await;
 }
 
 /// Killed while a batch waits on a lock after earlier batches committed, then run again: every
@@ -158,46 +194,155 @@ async fn delete_old_killed_mid_run_loses_nothing_and_a_second_run_finishes() {
     let total = fx.count("SELECT count(*) FROM p_ci_job_artifacts").await;
     assert_eq!(total, 2510);
 
-    // The batch that reaches the last project's rows waits on its statistics row.
-    let blocker = c.transaction().await.unwrap();
-    blocker.execute("SELECT 1 FROM project_statistics WHERE project_id = $1 FOR UPDATE", &[&last]).await.unwrap();
-    let watch = db.client().await;
-    let mut child = cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--yes"]).spawn().unwrap();
-    let t0 = Instant::now();
-    loop {
-        let queued: i64 = watch.query_one("SELECT count(*) AS n FROM ci_deleted_objects", &[]).await.unwrap().get("n");
-        let waiting: i64 = watch
-            .query_one(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'housekeep'
-                   AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get("n");
-        if queued >= 2000 && waiting > 0 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the run never reached the blocked batch (queued {queued})");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    blocker.rollback().await.unwrap();
-    // The killed process's last statement ends on the server, committed or not.
-    common::wait_for_housekeep_backends(&watch).await;
+    let args = ["delete-old", "artifacts", "--older-than", "30d", "--yes"];
+    kill_while_blocked(&db, &t, &mut c, &args, last, 2000).await;
     let c = &c;
     let fx = Fx { c };
     let queued_after_kill = fx.count("SELECT count(*) FROM ci_deleted_objects").await;
     assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await + queued_after_kill, total, "rows lost or doubled by the kill");
     assert_statistics_exact(c).await;
 
-    let out = ok(cmd(&db, &t, &["delete-old", "artifacts", "--older-than", "30d", "--yes"]).stdin(std::process::Stdio::null()));
+    let out = ok(cmd(&db, &t, &args).stdin(std::process::Stdio::null()));
     assert!(out.contains(&format!("deleted={}", total - queued_after_kill)), "{out}");
     assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 0);
     assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, total);
     assert_no_duplicate_queue_rows(c).await;
     assert_statistics_exact(c).await;
+}
+
+/// The same for pipelines: killed mid-run, each pipeline is either whole (its jobs and artifact
+/// rows all there) or gone with every file queued exactly once; a second run finishes.
+#[tokio::test]
+async fn delete_old_pipelines_killed_mid_run_loses_nothing_and_a_second_run_finishes() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let mut c = db.client().await;
+    let fx = Fx { c: &c };
+    let (first, last) = (fx.project().await, fx.project().await);
+    for (p, n) in [(first, 380), (last, 5)] {
+        for _ in 0..n {
+            let pl = fx.pipeline(p, "main", "success", 0).await;
+            finished_days_ago(&c, pl, 40).await;
+            jobs_with_an_archive(&c, pl, 2, 7, None, 40).await;
+        }
+    }
+    fx.exact_statistics().await;
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 770);
+
+    let args = ["delete-old", "pipelines", "--older-than", "30d", "--yes"];
+    kill_while_blocked(&db, &t, &mut c, &args, last, 300).await;
+    let c = &c;
+    let fx = Fx { c };
+    let whole = fx
+        .count(
+            "SELECT count(*) FROM p_ci_pipelines p WHERE (SELECT count(*) FROM p_ci_job_artifacts a JOIN p_ci_builds b
+               ON b.id = a.job_id AND b.partition_id = a.partition_id WHERE b.commit_id = p.id) = 2",
+        )
+        .await;
+    let pipelines = fx.count("SELECT count(*) FROM p_ci_pipelines").await;
+    assert!(pipelines > 5 && pipelines < 385, "the kill came mid-run: {pipelines} pipelines left");
+    assert_eq!(whole, pipelines, "a pipeline was left half deleted");
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, (385 - pipelines) * 2, "files lost or doubled by the kill");
+    assert_statistics_exact(c).await;
+
+    let out = ok(cmd(&db, &t, &args).stdin(std::process::Stdio::null()));
+    assert!(out.contains(&format!("pipelines_deleted={pipelines}")), "{out}");
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_pipelines").await + fx.count("SELECT count(*) FROM p_ci_builds").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 770);
+    assert_no_duplicate_queue_rows(c).await;
+    assert_statistics_exact(c).await;
+}
+
+/// A pipeline artifact (`ci_pipeline_artifacts`) of `pipeline`, counted in the project's
+/// `pipeline_artifacts_size` and `storage_size`; returns its object key.
+async fn pipeline_artifact(c: &tokio_postgres::Client, pipeline: i64, size: i32) -> String {
+    let r = c
+        .query_one(
+            "WITH a AS (
+               INSERT INTO ci_pipeline_artifacts (created_at, updated_at, pipeline_id, project_id, size, file_store, file_type, file_format, file, partition_id)
+               SELECT now(), now(), id, project_id, $2, 2, 1, 1, 'code_coverage.json', partition_id FROM p_ci_pipelines WHERE id = $1
+               RETURNING id, project_id),
+             s AS (UPDATE project_statistics s SET pipeline_artifacts_size = pipeline_artifacts_size + $2, storage_size = storage_size + $2
+                   FROM a WHERE s.project_id = a.project_id)
+             SELECT housekeep.project_dir(project_id) || '/pipelines/' || $1::bigint || '/artifacts/' || id || '/code_coverage.json' AS key FROM a",
+            &[&pipeline, &size],
+        )
+        .await
+        .unwrap();
+    r.get("key")
+}
+
+async fn finished_days_ago(c: &tokio_postgres::Client, pipeline: i64, days: i32) {
+    c.execute(
+        "UPDATE p_ci_pipelines SET finished_at = (now() AT TIME ZONE 'UTC') - make_interval(days => $2) WHERE id = $1",
+        &[&pipeline, &days],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn delete_old_pipelines_takes_jobs_artifacts_logs_and_pipeline_artifacts_through_the_queue() {
+    let db = TestDb::migrated().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let fx = Fx { c: &c };
+    let (p, other) = (fx.project().await, fx.project().await);
+    let old = fx.pipeline(p, "main", "success", 0).await;
+    let new = fx.pipeline(p, "main", "success", 1).await;
+    let child = fx.pipeline(p, "main", "success", 0).await;
+    let old_elsewhere = fx.pipeline(other, "main", "success", 0).await;
+    fx.child_of(child, old).await;
+    for (pl, days) in [(old, 40), (new, 2), (child, 2), (old_elsewhere, 40)] {
+        finished_days_ago(&c, pl, days).await;
+    }
+    let old_jobs = [job_with_artifacts(&fx, p, old, 40).await, job_with_artifacts(&fx, p, old, 40).await];
+    let new_job = job_with_artifacts(&fx, p, new, 2).await;
+    job_with_artifacts(&fx, other, old_elsewhere, 40).await;
+    fx.exact_statistics().await;
+    let old_key = pipeline_artifact(&c, old, 50).await;
+    let new_key = pipeline_artifact(&c, new, 5).await;
+    fixtures::put(&t.store, &old_key).await;
+    fixtures::put(&t.store, &new_key).await;
+    assert_statistics_exact(&c).await;
+    let path = format!("group/p-{p}");
+
+    let before = digest(&c).await;
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "pipelines", "--older-than", "30d", "--project", &path, "--dry-run"]));
+    assert!(
+        out.contains("would delete 1 pipelines with 2 jobs, 6 job artifacts (222 bytes) and 1 pipeline artifacts (50 bytes)"),
+        "{out}"
+    );
+    assert_eq!(digest(&c).await, before, "a dry run changed the database");
+
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "pipelines", "--older-than", "30d", "--project", &path]));
+    for want in ["pipelines_deleted=1", "jobs_deleted=2", "deleted=6 deleted_bytes=222", "pipeline_artifacts_bytes=50 pipeline_artifacts_deleted=1"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let gone = |sql: String| fx.count_owned(sql);
+    assert_eq!(gone(format!("SELECT count(*) FROM p_ci_pipelines WHERE id = {old}")).await, 0);
+    assert_eq!(gone(format!("SELECT count(*) FROM p_ci_builds WHERE id IN ({}, {})", old_jobs[0], old_jobs[1])).await, 0);
+    assert_eq!(gone(format!("SELECT count(*) FROM ci_sources_pipelines WHERE source_pipeline_id = {old}")).await, 0);
+    assert_eq!(gone(format!("SELECT count(*) FROM ci_pipeline_artifacts WHERE pipeline_id = {old}")).await, 0);
+    // The new pipeline, the child (finished recently) and the other project's pipeline stay whole.
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_pipelines").await, 3);
+    assert_eq!(types_of(&c, new_job).await, vec![1, 2, 3]);
+    assert_eq!(fx.count("SELECT count(*) FROM p_ci_job_artifacts").await, 6);
+    assert_eq!(fx.count_owned(format!("SELECT pipeline_artifacts_size FROM project_statistics WHERE project_id = {p}")).await, 5);
+    assert_statistics_exact(&c).await;
+    // Every file, the logs and the pipeline artifact included, waits in the queue, once.
+    assert_eq!(fx.count("SELECT count(*) FROM ci_deleted_objects").await, 7);
+    assert!(fixtures::queue_keys(&c).await.contains_key(&old_key), "the pipeline artifact is queued under its key");
+    assert_no_duplicate_queue_rows(&c).await;
+
+    // delete-objects then removes the pipeline artifact's object, and only that one.
+    ok(&mut cmd(&db, &t, &["run", "delete-objects"]));
+    assert!(!fixtures::exists(&t.store, &old_key).await);
+    assert!(fixtures::exists(&t.store, &new_key).await);
+    assert!(!fixtures::queue_keys(&c).await.contains_key(&old_key), "its queue row is done");
+
+    let out = ok(&mut cmd(&db, &t, &["delete-old", "pipelines", "--older-than", "30d", "--project", &path]));
+    assert!(out.contains("pipelines_deleted=0"), "{out}");
 }
 
 #[tokio::test]

@@ -378,6 +378,23 @@ async fn bulk_actions_work_on_every_partition_and_refresh_stats_is_refused() {
         assert_eq!(queued(r.kept_key.clone()).await, 1);
     }
 
+    // delete-old pipelines takes the pipelines of both partitions, their jobs and what was left
+    // of their artifacts (the logs), through the queue.
+    c.execute("UPDATE p_ci_pipelines SET finished_at = (now() AT TIME ZONE 'UTC') - interval '40 days'", &[]).await.unwrap();
+    let left: i64 = c.query_one("SELECT count(*) FROM p_ci_job_artifacts", &[]).await.unwrap().get(0);
+    let pipelines: i64 = c.query_one("SELECT count(*) FROM p_ci_pipelines", &[]).await.unwrap().get(0);
+    assert!(pipelines >= 2 && left >= 2, "{pipelines} pipelines, {left} artifacts");
+    let o = hk(&db, &t, &["delete-old", "pipelines", "--older-than", "30d", "--project", "grp/app"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!("deleted={left} ")) && out.contains(&format!("pipelines_deleted={pipelines}")), "{out}");
+    let rest: i64 = c
+        .query_one("SELECT (SELECT count(*) FROM p_ci_pipelines) + (SELECT count(*) FROM p_ci_builds) + (SELECT count(*) FROM p_ci_job_artifacts)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rest, 0);
+
     let csv = common::tmp_root().join(format!("{}.csv", common::unique("projects")));
     std::fs::write(&csv, format!("PROJECT_ID\n{p}\n")).unwrap();
     let o = hk(&db, &t, &["refresh-stats", "--filename", csv.to_str().unwrap()], &[]);
