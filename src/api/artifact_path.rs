@@ -65,10 +65,8 @@ pub fn validate_artifact_path(raw: &str) -> Result<String, InvalidPath> {
     if raw.split(['/', '\\']).any(|component| component == "..") {
         return Err(InvalidPath::ParentComponent);
     }
-    let components: Vec<&str> = raw
-        .split('/')
-        .filter(|component| !component.is_empty() && *component != ".")
-        .collect();
+    let components: Vec<&str> =
+        raw.split('/').filter(|component| !component.is_empty() && *component != ".").collect();
     if components.is_empty() {
         return Err(InvalidPath::Empty);
     }
