@@ -3,3 +3,4 @@
 //! object storage ([`zip_entry`]).
 
 pub mod artifact_path;
+pub mod zip_entry;
