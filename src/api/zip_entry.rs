@@ -651,3 +651,530 @@ fn le64(bytes: &[u8], at: usize) -> u64 {
     bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::PutPayload;
+    use object_store::local::LocalFileSystem;
+    use object_store::memory::InMemory;
+    use sha2::{Digest, Sha256};
+    use std::io::{Cursor, Write};
+    use zip::CompressionMethod;
+    use zip::write::SimpleFileOptions;
+
+    const LOCATION: &str = "2024_01/12/345/artifacts.zip";
+
+    fn stored() -> SimpleFileOptions {
+        SimpleFileOptions::default().compression_method(CompressionMethod::Stored)
+    }
+
+    fn deflated() -> SimpleFileOptions {
+        SimpleFileOptions::default().compression_method(CompressionMethod::Deflated)
+    }
+
+    /// An archive of `files` (a name ending in `/` is a directory) with `comment`.
+    fn archive(files: &[(&str, &[u8], SimpleFileOptions)], comment: &str) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data, options) in files {
+            if name.ends_with('/') {
+                writer.add_directory(*name, *options).unwrap();
+            } else {
+                writer.start_file(*name, *options).unwrap();
+                writer.write_all(data).unwrap();
+            }
+        }
+        writer.set_comment(comment).unwrap();
+        writer.finish().unwrap().into_inner()
+    }
+
+    /// A store holding `bytes` at [`LOCATION`], and the directory a local store lives in.
+    struct Fixture {
+        store: Arc<dyn ObjectStore>,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    impl Fixture {
+        async fn memory(bytes: Vec<u8>) -> Self {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            store.put(&Path::from(LOCATION), PutPayload::from(bytes)).await.unwrap();
+            Self { store, _dir: None }
+        }
+
+        async fn local(bytes: Vec<u8>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+            store.put(&Path::from(LOCATION), PutPayload::from(bytes)).await.unwrap();
+            Self { store, _dir: Some(dir) }
+        }
+
+        async fn both(bytes: Vec<u8>) -> [Self; 2] {
+            [Self::memory(bytes.clone()).await, Self::local(bytes).await]
+        }
+
+        async fn open(&self, name: &str) -> Result<Option<Entry>, ZipEntryError> {
+            open_entry(self.store.clone(), &Path::from(LOCATION), name).await
+        }
+
+        /// The entry's bytes, `None` when absent, or the first error.
+        async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ZipEntryError> {
+            let Some(entry) = self.open(name).await? else { return Ok(None) };
+            let size = entry.size;
+            let bytes = collect(entry).await?;
+            assert_eq!(bytes.len() as u64, size);
+            Ok(Some(bytes))
+        }
+    }
+
+    async fn collect(entry: Entry) -> Result<Vec<u8>, ZipEntryError> {
+        let mut bytes = Vec::new();
+        let mut stream = entry.stream;
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(bytes)
+    }
+
+    /// Where the central directory record named `name` starts in `bytes`.
+    fn central_record(bytes: &[u8], name: &str) -> usize {
+        let signature = CENTRAL_SIGNATURE.to_le_bytes();
+        (0..bytes.len() - CENTRAL_LEN)
+            .find(|&at| {
+                bytes[at..at + 4] == signature
+                    && usize::from(le16(bytes, at + 28)) == name.len()
+                    && &bytes[at + CENTRAL_LEN..at + CENTRAL_LEN + name.len()] == name.as_bytes()
+            })
+            .unwrap()
+    }
+
+    fn log_text(lines: usize) -> Vec<u8> {
+        (0..lines)
+            .flat_map(|i| format!("{i:06} compiling crate number {}\n", i % 97).into_bytes())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn stored_and_deflated_entries_stream_their_bytes_from_memory_and_disk() {
+        let log = log_text(20_000);
+        let bytes = archive(
+            &[
+                ("readme.txt", b"hello artifacts\n", stored()),
+                ("logs/build.log", &log, deflated()),
+                ("empty-stored", b"", stored()),
+                ("empty-deflated", b"", deflated()),
+            ],
+            "",
+        );
+        for fixture in Fixture::both(bytes).await {
+            let entry = fixture.open("logs/build.log").await.unwrap().unwrap();
+            assert_eq!((entry.name.as_str(), entry.size), ("logs/build.log", log.len() as u64));
+            assert_eq!(collect(entry).await.unwrap(), log);
+            assert_eq!(fixture.read("readme.txt").await.unwrap().unwrap(), b"hello artifacts\n");
+            assert_eq!(fixture.read("empty-stored").await.unwrap().unwrap(), b"");
+            assert_eq!(fixture.read("empty-deflated").await.unwrap().unwrap(), b"");
+        }
+    }
+
+    #[tokio::test]
+    async fn nested_names_match_exactly_and_case_sensitively() {
+        let bytes = archive(&[("a/b/c.txt", b"deep", deflated()), ("c.txt", b"top", stored())], "");
+        for fixture in Fixture::both(bytes).await {
+            assert_eq!(fixture.read("a/b/c.txt").await.unwrap().unwrap(), b"deep");
+            assert_eq!(fixture.read("c.txt").await.unwrap().unwrap(), b"top");
+            for absent in ["b/c.txt", "a/b", "A/b/c.txt", "a/b/c.txt/", "a/b/c.tx"] {
+                assert!(fixture.read(absent).await.unwrap().is_none(), "{absent}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_entry_is_none() {
+        let bytes = archive(&[("present.txt", b"x", stored())], "");
+        for fixture in Fixture::both(bytes).await {
+            assert!(fixture.open("absent.txt").await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_entry_is_none_and_its_files_are_found() {
+        let bytes =
+            archive(&[("public/", b"", stored()), ("public/index.html", b"<p>", deflated())], "");
+        for fixture in Fixture::both(bytes).await {
+            assert!(fixture.open("public/").await.unwrap().is_none());
+            assert!(fixture.open("public").await.unwrap().is_none());
+            assert_eq!(fixture.read("public/index.html").await.unwrap().unwrap(), b"<p>");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_archive_with_a_64_kib_comment_is_read() {
+        // A comment of the largest length puts the end record at the very start of the tail,
+        // so the Zip64 locator check reads before it; the comment also carries fake signatures.
+        let comment: String =
+            "PK\u{5}\u{6} not the end record ".chars().cycle().take(65_535).collect();
+        let bytes = archive(&[("a.txt", b"commented", deflated())], &comment);
+        assert!(bytes.len() > 65_535 + 22);
+        for fixture in Fixture::both(bytes).await {
+            assert_eq!(fixture.read("a.txt").await.unwrap().unwrap(), b"commented");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zip64_archive_is_read_through_its_zip64_records() {
+        // More than 65,535 entries make the zip crate write the Zip64 end record and locator;
+        // `large_file` gives the big entry a Zip64 extra field with saturated sizes.
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..65_600 {
+            writer.start_file(format!("f/{i}"), stored()).unwrap();
+        }
+        writer.start_file("last.txt", stored()).unwrap();
+        writer.write_all(b"after 65600 files").unwrap();
+        writer.start_file("big.log", deflated().large_file(true)).unwrap();
+        writer.write_all(&log_text(1000)).unwrap();
+        let bytes = writer.finish().unwrap().into_inner();
+        let eocd = find_eocd(&bytes).unwrap();
+        assert_eq!(le16(&bytes, eocd + 10), u16::MAX, "entry count saturated");
+        assert_eq!(le32(&bytes, eocd - 20), LOCATOR_SIGNATURE);
+        let big = central_record(&bytes, "big.log");
+        assert_eq!(le32(&bytes, big + 20), SATURATED, "compressed size in the Zip64 extra field");
+
+        let fixture = Fixture::local(bytes).await;
+        assert_eq!(fixture.read("last.txt").await.unwrap().unwrap(), b"after 65600 files");
+        assert_eq!(fixture.read("big.log").await.unwrap().unwrap(), log_text(1000));
+        assert_eq!(fixture.read("f/65599").await.unwrap().unwrap(), b"");
+        assert!(fixture.read("f/65600").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_archive_written_with_data_descriptors_is_read() {
+        // A streamed archive (as a runner writing to a pipe makes) has sizes and CRC-32 after
+        // the data and zeros in the local headers; the central directory has them right.
+        let mut writer = zip::ZipWriter::new_stream(Vec::new());
+        writer.start_file("streamed.log", deflated()).unwrap();
+        writer.write_all(&log_text(3000)).unwrap();
+        writer.start_file("stored.bin", stored()).unwrap();
+        writer.write_all(b"raw").unwrap();
+        let bytes = writer.finish().unwrap().into_inner();
+        assert_ne!(le16(&bytes, 6) & 8, 0, "the first local header announces a data descriptor");
+        for fixture in Fixture::both(bytes).await {
+            assert_eq!(fixture.read("streamed.log").await.unwrap().unwrap(), log_text(3000));
+            assert_eq!(fixture.read("stored.bin").await.unwrap().unwrap(), b"raw");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_foreign_truncated_or_tiny_object_is_corrupt() {
+        let good = archive(&[("a.txt", &log_text(5000), deflated())], "");
+        let cases = [
+            ("text", b"this is not a zip archive at all".repeat(4000)),
+            ("truncated end", good[..good.len() - 10].to_vec()),
+            ("second half", good[good.len() / 2..].to_vec()),
+            ("first half", good[..good.len() / 2].to_vec()),
+            ("tiny", b"PK\x05\x06".to_vec()),
+            ("empty", Vec::new()),
+        ];
+        for (what, bytes) in cases {
+            for fixture in Fixture::both(bytes.clone()).await {
+                let error = fixture.open("a.txt").await.unwrap_err();
+                assert!(matches!(error, ZipEntryError::Corrupt { .. }), "{what}: {error}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_a_store_not_found() {
+        let fixture = Fixture::memory(Vec::new()).await;
+        let missing = Path::from("2024_01/12/345/other.zip");
+        let error = open_entry(fixture.store.clone(), &missing, "a.txt").await.unwrap_err();
+        let ZipEntryError::Store { source, .. } = error else { panic!("{error}") };
+        assert!(matches!(source, object_store::Error::NotFound { .. }), "{source}");
+    }
+
+    #[tokio::test]
+    async fn a_tampered_crc_ends_the_stream_with_a_crc_mismatch() {
+        let data = log_text(4000);
+        for options in [stored(), deflated()] {
+            let mut bytes = archive(&[("a.txt", &data, options)], "");
+            let record = central_record(&bytes, "a.txt");
+            bytes[record + 16] ^= 0xff;
+            for fixture in Fixture::both(bytes.clone()).await {
+                let mut stream = fixture.open("a.txt").await.unwrap().unwrap().stream;
+                let mut delivered = Vec::new();
+                let error = loop {
+                    match stream.next().await.unwrap() {
+                        Ok(chunk) => delivered.extend_from_slice(&chunk),
+                        Err(error) => break error,
+                    }
+                };
+                assert_eq!(delivered, data, "every byte comes before the verdict");
+                assert!(matches!(error, ZipEntryError::CrcMismatch { .. }), "{error}");
+                assert!(stream.next().await.is_none());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn damaged_deflate_data_ends_the_stream_with_an_error() {
+        let data = log_text(20_000);
+        let mut bytes = archive(&[("a.txt", &data, deflated())], "");
+        let record = central_record(&bytes, "a.txt");
+        let compressed = le32(&bytes, record + 20) as usize;
+        let start = 30 + "a.txt".len() + usize::from(le16(&bytes, 28));
+        for byte in &mut bytes[start + compressed / 3..start + compressed / 3 + 64] {
+            *byte = 0xA5;
+        }
+        for fixture in Fixture::both(bytes.clone()).await {
+            let error = fixture.read("a.txt").await.unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ZipEntryError::Decompress { .. }
+                        | ZipEntryError::CrcMismatch { .. }
+                        | ZipEntryError::SizeMismatch { .. }
+                ),
+                "{error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_never_yields_more_than_the_stated_size() {
+        // A record understating the size (a zip bomb's trick) stops the stream at that size.
+        let data = log_text(50_000);
+        let mut bytes = archive(&[("bomb.txt", &data, deflated())], "");
+        let record = central_record(&bytes, "bomb.txt");
+        bytes[record + 24..record + 28].copy_from_slice(&1000u32.to_le_bytes());
+        let fixture = Fixture::local(bytes).await;
+        let entry = fixture.open("bomb.txt").await.unwrap().unwrap();
+        assert_eq!(entry.size, 1000);
+        let mut stream = entry.stream;
+        let mut delivered = 0;
+        let error = loop {
+            match stream.next().await.unwrap() {
+                Ok(chunk) => delivered += chunk.len(),
+                Err(error) => break error,
+            }
+        };
+        assert!(delivered <= 1000);
+        let ZipEntryError::SizeMismatch { expected: 1000, actual, .. } = error else {
+            panic!("{error}")
+        };
+        assert!(actual > 1000 && actual <= 1000 + MAX_CHUNK as u64, "{actual}");
+    }
+
+    #[tokio::test]
+    async fn a_central_directory_over_the_cap_is_refused_before_it_is_read() {
+        let mut eocd = vec![0u8; EOCD_LEN as usize];
+        eocd[..4].copy_from_slice(&EOCD_SIGNATURE.to_le_bytes());
+        eocd[12..16].copy_from_slice(&(300u32 << 20).to_le_bytes());
+        let fixture = Fixture::memory(eocd).await;
+        let error = fixture.open("a.txt").await.unwrap_err();
+        let ZipEntryError::DirectoryTooLarge { size, limit, .. } = error else { panic!("{error}") };
+        assert_eq!((size, limit), (300 << 20, MAX_CENTRAL_DIRECTORY));
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_encryption_are_typed_errors() {
+        let bytes = archive(&[("a.txt", b"payload", stored())], "");
+        let record = central_record(&bytes, "a.txt");
+        let mut bzip2 = bytes.clone();
+        bzip2[record + 10..record + 12].copy_from_slice(&12u16.to_le_bytes());
+        let mut encrypted = bytes;
+        encrypted[record + 8] |= 1;
+        let error = Fixture::memory(bzip2).await.open("a.txt").await.unwrap_err();
+        assert!(matches!(error, ZipEntryError::Unsupported { method: 12, .. }), "{error}");
+        let error = Fixture::memory(encrypted).await.open("a.txt").await.unwrap_err();
+        assert!(matches!(error, ZipEntryError::Encrypted { .. }), "{error}");
+    }
+
+    /// 50 MB of log-like bytes: compressible, but not trivially.
+    fn large_data(len: usize) -> Vec<u8> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b"abcdefghij klmnop\n"[(state % 18) as usize]
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_50_mb_deflated_entry_streams_in_bounded_chunks() {
+        let data = large_data(50 << 20);
+        let options = deflated().compression_level(Some(1));
+        let bytes = archive(&[("before.txt", b"x", stored()), ("big.log", &data, options)], "");
+        assert!(bytes.len() < data.len(), "deflate shrank it");
+        let fixture = Fixture::local(bytes).await;
+        let entry = fixture.open("big.log").await.unwrap().unwrap();
+        assert_eq!(entry.size, data.len() as u64);
+        let (mut hasher, mut total, mut chunks) = (Sha256::new(), 0, 0);
+        let mut stream = entry.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= MAX_CHUNK, "a chunk of {} bytes", chunk.len());
+            hasher.update(&chunk);
+            total += chunk.len();
+            chunks += 1;
+        }
+        assert_eq!(total, data.len());
+        assert!(chunks >= data.len() / MAX_CHUNK);
+        assert_eq!(hasher.finalize(), Sha256::digest(&data));
+    }
+
+    #[tokio::test]
+    async fn an_archive_with_bytes_appended_is_still_read() {
+        let mut bytes = archive(&[("a.txt", b"kept", deflated())], "note");
+        bytes.extend_from_slice(&[0u8; 100]);
+        for fixture in Fixture::both(bytes).await {
+            assert_eq!(fixture.read("a.txt").await.unwrap().unwrap(), b"kept");
+        }
+    }
+
+    /// A store that records the range of every GET and can replace the object right after the
+    /// `head`, as a concurrent upload would.
+    #[derive(Debug)]
+    struct Recording {
+        inner: Arc<dyn ObjectStore>,
+        ranges: std::sync::Mutex<Vec<Range<u64>>>,
+        replace_after_head: std::sync::Mutex<Option<Vec<u8>>>,
+    }
+
+    impl Recording {
+        fn new(inner: Arc<dyn ObjectStore>, replace_after_head: Option<Vec<u8>>) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                ranges: Default::default(),
+                replace_after_head: std::sync::Mutex::new(replace_after_head),
+            })
+        }
+
+        fn ranges(&self) -> Vec<Range<u64>> {
+            self.ranges.lock().unwrap().clone()
+        }
+    }
+
+    impl fmt::Display for Recording {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Recording({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Recording {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            if options.head {
+                let result = self.inner.get_opts(location, options).await;
+                let replacement = self.replace_after_head.lock().unwrap().take();
+                if let Some(bytes) = replacement {
+                    self.inner.put(location, PutPayload::from(bytes)).await?;
+                }
+                return result;
+            }
+            if let Some(GetRange::Bounded(range)) = &options.range {
+                self.ranges.lock().unwrap().push(range.clone());
+            }
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_an_entry_reads_the_tail_its_local_header_and_its_data_only() {
+        let payloads: Vec<Vec<u8>> = (0..40).map(|i| large_data(200_000 + i)).collect();
+        let files: Vec<(String, &[u8])> =
+            payloads.iter().enumerate().map(|(i, p)| (format!("part-{i}.bin"), &p[..])).collect();
+        let files: Vec<(&str, &[u8], SimpleFileOptions)> =
+            files.iter().map(|(name, data)| (name.as_str(), *data, deflated())).collect();
+        let bytes = archive(&files, "");
+        let size = bytes.len() as u64;
+        let record = central_record(&bytes, "part-7.bin");
+        let (compressed, local_header) = (le32(&bytes, record + 20), le32(&bytes, record + 42));
+        let local = local_header as usize;
+        let skip = u64::from(le16(&bytes, local + 26)) + u64::from(le16(&bytes, local + 28));
+        let data_start = u64::from(local_header) + LOCAL_LEN + skip;
+        let inner = Fixture::local(bytes).await;
+        let store = Recording::new(inner.store.clone(), None);
+
+        let entry = open_entry(store.clone(), &Path::from(LOCATION), "part-7.bin").await.unwrap();
+        assert_eq!(collect(entry.unwrap()).await.unwrap(), payloads[7]);
+        let expected = vec![
+            size - (EOCD_LEN + MAX_COMMENT)..size,
+            u64::from(local_header)..u64::from(local_header) + LOCAL_LEN,
+            data_start..data_start + u64::from(compressed),
+        ];
+        assert_eq!(store.ranges(), expected, "the {size}-byte archive is never read whole");
+    }
+
+    #[tokio::test]
+    async fn an_archive_replaced_after_head_is_a_store_error() {
+        let old = archive(&[("a.txt", b"old", stored())], "");
+        let new = archive(&[("a.txt", b"new!", stored())], "");
+        let inner = Fixture::memory(old).await;
+        let store = Recording::new(inner.store.clone(), Some(new));
+        let error = open_entry(store, &Path::from(LOCATION), "a.txt").await.unwrap_err();
+        let ZipEntryError::Store { source, .. } = error else { panic!("{error}") };
+        assert!(matches!(source, object_store::Error::Precondition { .. }), "{source}");
+    }
+
+    #[test]
+    fn the_open_future_and_the_entry_stream_are_send_for_an_http_handler() {
+        fn send<T: Send>(_: &T) {}
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let location = Path::from(LOCATION);
+        send(&open_entry(store, &location, "a.txt"));
+        let stream: EntryStream = stream::empty().boxed();
+        send(&Entry { name: "a.txt".into(), size: 0, stream });
+    }
+}
