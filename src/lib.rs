@@ -5,6 +5,7 @@
 //! [`cli::run`] and maps the error to an exit code (SPEC §9).
 
 pub mod actions;
+pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod commands;
