@@ -25,13 +25,13 @@ use crate::schedule::Schedule;
 use crate::store::url::StoreUrl;
 
 mod service_links;
-mod credentials;
+pub(crate) mod credentials;
 
 /// Environment variables that are not configuration keys.
 const ENV_CONFIG: &str = "HOUSEKEEP_CONFIG";
 const ENV_NOT_KEYS: &[&str] = &[ENV_CONFIG, "HOUSEKEEP_LOG"];
 /// Keys without a default (absent from a serialized default configuration).
-const OPTIONAL_KEYS: &[&str] = &["database_url", "store_url", "local_store_url"];
+const OPTIONAL_KEYS: &[&str] = &["database_url", "store_url", "local_store_url", "gitlab_secrets_file"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +45,11 @@ pub struct Config {
     /// Where local objects (`file_store = 1`) live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_store_url: Option<String>,
+    /// On a live GitLab database, GitLab's secrets file (`/etc/gitlab/gitlab-secrets.json`, or
+    /// a source install's `config/secrets.yml`): its `db_key_base` lets the Job Artifacts API
+    /// check GitLab's tokens. Also read from systemd credential `gitlab_secrets`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitlab_secrets_file: Option<String>,
     /// HTTP listener of the worker (/metrics, /healthz, /readyz).
     pub listen: String,
     /// `auto` (text on a terminal, JSON otherwise), `text` or `json`.
@@ -199,6 +204,7 @@ impl Default for Config {
             database_url: None,
             store_url: None,
             local_store_url: None,
+            gitlab_secrets_file: None,
             listen: "127.0.0.1:9718".into(),
             log_format: LogFormat::Auto,
             db_pool_size: 8,

@@ -5,6 +5,8 @@
 //! run (`systemctl status`), STOPPING=1 on shutdown. On SIGTERM/SIGINT it starts
 //! no new batch, lets the current ones finish or roll back, and exits within 30 s.
 //!
+//! The listener also serves GitLab's Job Artifacts API ([`crate::api`]).
+//!
 //! `worker --once` runs every enabled task once, in SPEC order, and exits (for CronJobs).
 //!
 //! The listener's timeouts and connection cap are in [`listener`].
@@ -22,6 +24,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
+use crate::api::Api;
 use crate::error::{Error, Result};
 use crate::schedule::Schedule;
 use crate::tasks::{self, Context, Outcome, Report, RunOptions, Task};
@@ -138,13 +141,15 @@ async fn run_each_once(ctx: &Context, steps: &mut Vec<Step>) -> Result<()> {
     Ok(())
 }
 
-/// The HTTP listener: /metrics, /healthz (no database call), /readyz (database and stores).
-pub fn router(ctx: Context) -> Router {
+/// The HTTP listener: /metrics, /healthz (no database call), /readyz (database and stores), and
+/// the Job Artifacts API under /api/v4.
+pub fn router(ctx: Context, api: Api) -> Router {
     Router::new()
         .route("/metrics", get(|State(ctx): State<Context>| async move { ctx.metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(ctx)
+        .nest("/api/v4", crate::api::router(api))
 }
 
 async fn readyz(State(ctx): State<Context>) -> (StatusCode, String) {
@@ -180,9 +185,10 @@ pub async fn run_daemon(ctx: Context, listen: SocketAddr) -> Result<()> {
             source,
         })?;
     let bound = tcp.local_addr().unwrap_or(listen);
+    let api = Api::new(ctx.clone()).await?;
     let cancel = ctx.cancel.clone();
     let server = tokio::spawn({
-        let app = router(ctx.clone());
+        let app = router(ctx.clone(), api);
         let cancel = cancel.clone();
         async move {
             listener::serve(tcp, app, listener::Limits::default(), listener::OpenConnections::default(), cancel).await;

@@ -30,6 +30,18 @@ const DELETE: MoveSql = move_to_queue_sql!(
     "SELECT a.id, a.partition_id FROM p_ci_job_artifacts a WHERE a.job_id = $1 AND a.partition_id = $2 AND a.file_type <> 3 FOR UPDATE"
 );
 
+/// Keep job `id`'s artifacts (in `partition_id`): the rows that still expired are counted.
+pub(crate) async fn keep(client: &tokio_postgres::Client, id: i64, partition_id: i64) -> Result<i64> {
+    Ok(client.query_one(KEEP, &[&id, &partition_id]).await?.get("kept"))
+}
+
+/// Delete job `id`'s artifacts (traces aside) through the deletion queue.
+pub(crate) async fn delete(client: &tokio_postgres::Client, id: i64, partition_id: i64, audit: &mut MovedAudit) -> Result<DeleteArtifactsStats> {
+    let rows = client.query(audit.statement(&DELETE), &[&id, &partition_id]).await?;
+    let (deleted, deleted_bytes) = audit.push(rows).await?;
+    Ok(DeleteArtifactsStats { deleted, deleted_bytes })
+}
+
 /// A job, as found before acting on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
@@ -98,11 +110,7 @@ impl BatchTask for Keep {
     }
 
     async fn step(&mut self, run: &Run<'_>) -> Result<Step<KeepStats>> {
-        let kept: i64 = self
-            .client
-            .query_one(KEEP, &[&self.job.id, &self.job.partition_id])
-            .await?
-            .get("kept");
+        let kept = keep(&self.client, self.job.id, self.job.partition_id).await?;
         run.audit.job("kept", self.job.id, "keep: artifacts never expire");
         Ok(Step::done(KeepStats { kept }))
     }
@@ -147,12 +155,8 @@ impl BatchTask for DeleteArtifacts {
     }
 
     async fn step(&mut self, _run: &Run<'_>) -> Result<Step<DeleteArtifactsStats>> {
-        let rows = self
-            .client
-            .query(self.audit.statement(&DELETE), &[&self.job.id, &self.job.partition_id])
-            .await?;
-        let (deleted, deleted_bytes) = self.audit.push(rows).await?;
-        Ok(Step::done(DeleteArtifactsStats { deleted, deleted_bytes }))
+        let stats = delete(&self.client, self.job.id, self.job.partition_id, &mut self.audit).await?;
+        Ok(Step::done(stats))
     }
 
     async fn close(&mut self, _run: &Run<'_>) -> Result<DeleteArtifactsStats> {

@@ -1,6 +1,99 @@
-//! Pieces of the HTTP API that serves job artifacts the way GitLab's Job Artifacts API does:
-//! checking the requested path ([`artifact_path`]) and streaming one file out of an archive in
-//! object storage ([`zip_entry`]).
+//! GitLab's Job Artifacts API (SPEC §7), served under `/api/v4` by the worker's listener:
+//! downloading a job's archive (by job id, or by ref and job name), one file out of it, keeping
+//! a job's artifacts, deleting a job's or a project's artifacts. Who may do what is in [`auth`];
+//! answers that are not a file are JSON, errors as GitLab words them ([`error`]).
+//!
+//! Downloads stream from the store: nothing is held but the chunk in flight, and no database
+//! connection is held while the body is sent.
 
 pub mod artifact_path;
+pub mod auth;
+pub mod download;
+pub mod error;
+pub mod gitlab_auth;
+pub mod gitlab_secrets;
+pub mod lookup;
+pub mod manage;
+pub mod token;
+pub mod tokens;
 pub mod zip_entry;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{delete, get, post};
+
+use self::auth::{Authority, Credentials, Need, Principal};
+use self::error::ApiError;
+use self::gitlab_auth::GitlabAuth;
+use self::lookup::Project;
+use crate::db::migrate::{Mode, mode};
+use crate::error::{Error, Result};
+use crate::tasks::context::Context;
+
+/// What every request handler gets.
+#[derive(Clone)]
+pub struct Api {
+    pub ctx: Context,
+    pub authority: Authority,
+}
+
+impl Api {
+    /// The API of this database: housekeep's tokens on a standalone database, GitLab's (with the
+    /// `db_key_base` of `gitlab_secrets_file`) on a live GitLab database.
+    pub async fn new(ctx: Context) -> Result<Api> {
+        let client = ctx.pool.get().await?;
+        let authority = match mode(&client).await? {
+            Mode::Standalone => Authority::Standalone,
+            Mode::Gitlab => match gitlab_secrets::locate(ctx.config.gitlab_secrets_file.as_deref()) {
+                Some(path) => {
+                    let key = gitlab_secrets::db_key_base(&path).map_err(|e| Error::config(e.to_string()))?;
+                    Authority::Gitlab(Some(GitlabAuth::new(&key)))
+                }
+                None => {
+                    tracing::warn!(
+                        "no gitlab_secrets_file: the Job Artifacts API cannot check GitLab's tokens and answers 401 to every token"
+                    );
+                    Authority::Gitlab(None)
+                }
+            },
+        };
+        drop(client);
+        Ok(Api { ctx, authority })
+    }
+
+    /// Who asks, which project `id` names, and whether the one may do `need` in the other;
+    /// returns the connection the checks used, for the handler's lookups.
+    async fn admit(&self, headers: &HeaderMap, query: Option<&str>, id: &str, need: Need) -> std::result::Result<Admitted, ApiError> {
+        let creds = Credentials::from_request(headers, query);
+        let client = self.ctx.pool.get().await?;
+        let who = self.authority.authenticate(&client, &creds, need).await?;
+        let Some(project) = lookup::project(&client, id).await? else {
+            return Err(match who {
+                Principal::Anonymous => ApiError::Unauthorized,
+                _ => ApiError::NotFound("Project Not Found"),
+            });
+        };
+        self.authority.authorize(&client, who, &project, need).await?;
+        Ok(Admitted { client, who, project })
+    }
+}
+
+/// A request that passed [`Api::admit`].
+pub struct Admitted {
+    pub client: deadpool_postgres::Object,
+    pub who: Principal,
+    pub project: Project,
+}
+
+/// The routes, to be nested under `/api/v4`.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/projects/{id}/jobs/{job_id}/artifacts", get(download::archive).delete(manage::delete_job_artifacts))
+        .route("/projects/{id}/jobs/{job_id}/artifacts/keep", post(manage::keep))
+        .route("/projects/{id}/jobs/{job_id}/artifacts/{*artifact_path}", get(download::file))
+        .route("/projects/{id}/jobs/artifacts/{ref_name}/download", get(download::archive_for_ref))
+        .route("/projects/{id}/jobs/artifacts/{ref_name}/raw/{*artifact_path}", get(download::file_for_ref))
+        .route("/projects/{id}/artifacts", delete(manage::delete_project_artifacts))
+        .fallback(|| async { ApiError::NotFound("Not Found") })
+        .with_state(api)
+}

@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod seed;
 pub mod status;
+pub mod token;
 pub mod unlock_ref;
 pub mod verify;
 pub mod worker;
@@ -58,7 +59,7 @@ pub enum Command {
     OrphanFiles(orphan_files::OrphanFilesArgs),
     /// Queue every locked pipeline of a deleted branch or tag for unlocking (the unlock task drains them)
     UnlockRef(unlock_ref::UnlockRefArgs),
-    /// Delete the artifacts of jobs finished before a date, or erase those jobs (through the deletion queue)
+    /// Delete the artifacts of jobs finished before a date, erase those jobs, or delete old pipelines (through the deletion queue)
     DeleteOld(delete_old::DeleteOldCliArgs),
     /// Keep a job's artifacts: they never expire
     Keep(job_artifacts::JobArgs),
@@ -76,6 +77,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Why downloading a job's artifacts answers 404, and what to do
     Explain(explain::ExplainArgs),
+    /// Create or revoke the Job Artifacts API's tokens (standalone database)
+    Token(token::TokenArgs),
 }
 
 /// Run one command with the effective configuration.
@@ -102,6 +105,7 @@ pub async fn dispatch(command: Command, config: &Config) -> Result<()> {
         Command::Completions(_) | Command::Man => Err(Error::other("completions and man need no configuration")),
         Command::Report(a) => report::run(a, config).await,
         Command::Explain(a) => explain::run(a, config).await,
+        Command::Token(a) => token::run(a, config).await,
     }
 }
 

@@ -161,7 +161,8 @@ impl Store {
         full.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
     }
 
-    fn path(full: &str) -> Result<Path> {
+    /// The object-store path of a full key; a key the store cannot name is refused.
+    pub fn path(full: &str) -> Result<Path> {
         Path::parse(full).map_err(|source| Error::Key {
             key: full.into(),
             source,
@@ -178,6 +179,15 @@ impl Store {
 
     /// Metadata of one object; None when it does not exist. On a `file://` store this follows
     /// symbolic links (it only reads; see [`local`]).
+    /// The object at `full`, to stream from; None when there is none.
+    pub async fn get(&self, full: &str) -> Result<Option<object_store::GetResult>> {
+        match self.inner.get(&Self::path(full)?).await {
+            Ok(r) => Ok(Some(r)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(full, e)),
+        }
+    }
+
     pub async fn head(&self, full: &str) -> Result<Option<ObjectMeta>> {
         match self.inner.head(&Self::path(full)?).await {
             Ok(m) => Ok(Some(m)),

@@ -86,8 +86,13 @@ pub(crate) struct MovedAudit {
 
 impl MovedAudit {
     pub(crate) fn new(run: &Run<'_>, action: &'static str, reason: &'static str) -> MovedAudit {
+        MovedAudit::with(run.audit.clone(), action, reason)
+    }
+
+    /// Records made with `audit` (a run's, or an API request's).
+    pub(crate) fn with(audit: Audit, action: &'static str, reason: &'static str) -> MovedAudit {
         let enabled = tracing::enabled!(target: "housekeep::audit", tracing::Level::INFO);
-        MovedAudit { audit: run.audit.clone(), enabled, action, reason, behind: None }
+        MovedAudit { audit, enabled, action, reason, behind: None }
     }
 
     /// The form of a move statement this run needs: the rows when they are audited, else totals.

@@ -8,6 +8,7 @@ mod common;
 mod fixtures;
 
 mod actions;
+mod api;
 mod adversarial;
 mod cli;
 mod code_shape;

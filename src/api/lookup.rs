@@ -1,0 +1,157 @@
+//! What a request names, found in the database: the project (`:id` is a numeric id or a
+//! URL-encoded full path), the job and its archive, the latest successful pipeline of a ref.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// GitLab's `projects.visibility_level`.
+pub const PUBLIC: i32 = 20;
+pub const INTERNAL: i32 = 10;
+
+/// A project as a request names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Project {
+    pub id: i64,
+    pub visibility_level: i32,
+}
+
+const PROJECT_BY_ID: &str = "SELECT id, visibility_level FROM projects WHERE id = $1";
+const PROJECT_BY_PATH: &str = "
+SELECT p.id, p.visibility_level FROM routes r JOIN projects p ON p.id = r.source_id
+WHERE r.source_type = 'Project' AND r.path = $1";
+
+/// The project `id` names (its id, or its full path, already percent-decoded).
+pub async fn project(client: &tokio_postgres::Client, id: &str) -> Result<Option<Project>> {
+    let row = match id.parse::<i64>() {
+        Ok(n) => client.query_opt(PROJECT_BY_ID, &[&n]).await?,
+        Err(_) => client.query_opt(PROJECT_BY_PATH, &[&id]).await?,
+    };
+    Ok(row.map(|r| Project { id: r.get("id"), visibility_level: r.get("visibility_level") }))
+}
+
+/// The columns of a job and of its archive row (`file_type` 1), if any; `$1` is the job's
+/// project. The archive's object key is computed as the deletion queue computes it.
+macro_rules! job_select {
+    () => {
+        "SELECT b.id, b.partition_id, b.project_id, b.name, b.ref, b.tag, b.status, b.created_at, b.finished_at, b.erased_at,
+                b.artifacts_expire_at, p.id AS pipeline_id, p.ref AS pipeline_ref, p.status AS pipeline_status,
+                p.locked = 1 AS pipeline_locked,
+                a.id AS archive_id, a.size AS archive_size, a.file_store::smallint AS archive_file_store, a.expire_at AS archive_expire_at,
+                housekeep.artifact_file(a.file, a.file_final_path) AS archive_file,
+                housekeep.artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, a.file_final_path, a.file_location)
+                  || '/' || housekeep.artifact_file(a.file, a.file_final_path) AS archive_key
+         FROM p_ci_builds b
+         JOIN p_ci_pipelines p ON p.id = b.commit_id AND p.partition_id = b.partition_id
+         LEFT JOIN p_ci_job_artifacts a ON a.job_id = b.id AND a.partition_id = b.partition_id AND a.file_type = 1 "
+    };
+}
+
+const JOB: &str = concat!(job_select!(), "WHERE b.id = $2 AND b.project_id = $1 AND b.type = 'Ci::Build'");
+
+/// The latest job named `$3` with an archive, in the newest successful pipeline of ref `$2`
+/// (any source) or that pipeline's child pipelines in the same project — GitLab's
+/// `latest_successful_build_for_ref`.
+const LATEST_FOR_REF: &str = concat!(
+    "WITH pl AS (
+       SELECT id, partition_id FROM p_ci_pipelines WHERE project_id = $1 AND ref = $2 AND status = 'success' ORDER BY id DESC LIMIT 1
+     ), family AS (
+       SELECT id, partition_id FROM pl
+       UNION ALL
+       SELECT s.pipeline_id, s.partition_id FROM ci_sources_pipelines s JOIN pl ON s.source_pipeline_id = pl.id
+       WHERE s.source_partition_id = pl.partition_id AND s.project_id = $1
+     ) ",
+    job_select!(),
+    "JOIN family f ON f.id = b.commit_id AND f.partition_id = b.partition_id
+     WHERE b.project_id = $1 AND b.name = $3 AND b.type = 'Ci::Build' AND a.id IS NOT NULL
+     ORDER BY b.id DESC LIMIT 1"
+);
+
+/// A job's archive: where its object is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Archive {
+    pub id: i64,
+    pub size: Option<i64>,
+    pub file_store: i16,
+    /// The file name (`artifacts.zip`).
+    pub file: String,
+    /// The object's key, relative to the store's prefix.
+    #[serde(skip)]
+    pub key: String,
+    pub expire_at: Option<DateTime<Utc>>,
+}
+
+/// A job of the project, with its archive.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub partition_id: i64,
+    pub project_id: i64,
+    pub name: Option<String>,
+    pub r#ref: Option<String>,
+    pub tag: Option<bool>,
+    pub status: Option<String>,
+    pub created_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub erased_at: Option<NaiveDateTime>,
+    pub artifacts_expire_at: Option<NaiveDateTime>,
+    pub pipeline_id: i64,
+    pub pipeline_ref: Option<String>,
+    pub pipeline_status: Option<String>,
+    pub pipeline_locked: bool,
+    pub archive: Option<Archive>,
+}
+
+impl Job {
+    fn from_row(r: &tokio_postgres::Row) -> Job {
+        let archive = r.get::<_, Option<i64>>("archive_id").map(|id| Archive {
+            id,
+            size: r.get("archive_size"),
+            file_store: r.get("archive_file_store"),
+            file: r.get::<_, Option<String>>("archive_file").unwrap_or_default(),
+            key: r.get::<_, Option<String>>("archive_key").unwrap_or_default(),
+            expire_at: r.get("archive_expire_at"),
+        });
+        Job {
+            id: r.get("id"),
+            partition_id: r.get("partition_id"),
+            project_id: r.get("project_id"),
+            name: r.get("name"),
+            r#ref: r.get("ref"),
+            tag: r.get("tag"),
+            status: r.get("status"),
+            created_at: r.get("created_at"),
+            finished_at: r.get("finished_at"),
+            erased_at: r.get("erased_at"),
+            artifacts_expire_at: r.get("artifacts_expire_at"),
+            pipeline_id: r.get("pipeline_id"),
+            pipeline_ref: r.get("pipeline_ref"),
+            pipeline_status: r.get("pipeline_status"),
+            pipeline_locked: r.get::<_, Option<bool>>("pipeline_locked").unwrap_or(false),
+            archive,
+        }
+    }
+
+    /// The archive, when it can be downloaded by the job's id: GitLab serves it while it has not
+    /// expired, or while its pipeline is locked (the latest of its ref).
+    pub fn downloadable_archive(&self, now: DateTime<Utc>) -> Option<&Archive> {
+        self.archive
+            .as_ref()
+            .filter(|a| a.expire_at.is_none_or(|at| at > now) || self.pipeline_locked)
+    }
+}
+
+/// Job `job_id` of project `project_id` (jobs of other projects are not found).
+pub async fn job(client: &tokio_postgres::Client, project_id: i64, job_id: i64) -> Result<Option<Job>> {
+    Ok(client.query_opt(JOB, &[&project_id, &job_id]).await?.as_ref().map(Job::from_row))
+}
+
+/// The job named `name` of the latest successful pipeline of `ref_name` that has an archive.
+pub async fn latest_for_ref(client: &tokio_postgres::Client, project_id: i64, ref_name: &str, name: &str) -> Result<Option<Job>> {
+    Ok(client
+        .query_opt(LATEST_FOR_REF, &[&project_id, &ref_name, &name])
+        .await?
+        .as_ref()
+        .map(Job::from_row))
+}

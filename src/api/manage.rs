@@ -1,0 +1,115 @@
+//! Changing a job's or a project's artifacts, as GitLab's API does: keep (`POST
+//! …/jobs/:job_id/artifacts/keep`, Developer), delete a job's artifacts now (`DELETE
+//! …/jobs/:job_id/artifacts`, Maintainer, 204) and expire a project's deletable artifacts
+//! (`DELETE /projects/:id/artifacts`, Maintainer, 202: it runs in the background, as the
+//! `expire-project-artifacts` action, and the next `expire` run queues the files).
+
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::NaiveDateTime;
+use serde_json::{json, Value};
+
+use super::auth::{Need, Principal};
+use super::error::ApiError;
+use super::lookup::{self, Job};
+use super::{Admitted, Api};
+use crate::actions::expire_project::ExpireProject;
+use crate::actions::job;
+use crate::audit::Audit;
+use crate::registry::Action;
+use crate::tasks::moved::MovedAudit;
+use crate::tasks::outcome::Outcome;
+use crate::tasks::runner::{RunOptions, run_job};
+
+/// How long a project expiry waits for another one (they share a lock) before giving up.
+const EXPIRE_WAIT: Duration = Duration::from_secs(600);
+
+type Answer = Result<Response, ApiError>;
+
+/// `POST /projects/:id/jobs/:job_id/artifacts/keep`: 200 with the job.
+pub async fn keep(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
+    let (a, job) = job_for(&api, &headers, q.as_deref(), &id, &job_id, Need::Keep).await?;
+    if job.archive.is_none() {
+        return Err(ApiError::NotFound("Not Found"));
+    }
+    job::keep(&a.client, job.id, job.partition_id).await?;
+    tracing::info!(target: "housekeep::audit", task = "api", action = "kept", job_id = job.id, user = %who(a.who), reason = "API: keep");
+    let job = lookup::job(&a.client, a.project.id, job.id).await?.ok_or(ApiError::NotFound("Not found"))?;
+    Ok(Json(job_json(&job)).into_response())
+}
+
+/// `DELETE /projects/:id/jobs/:job_id/artifacts`: 204, whatever there was to delete.
+pub async fn delete_job_artifacts(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
+    let (a, job) = job_for(&api, &headers, q.as_deref(), &id, &job_id, Need::Delete).await?;
+    let mut audit = MovedAudit::with(Audit::new(0, "api"), "deleted", "API: DELETE job artifacts");
+    job::delete(&a.client, job.id, job.partition_id, &mut audit).await?;
+    audit.finish().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /projects/:id/artifacts`: 202; the project's artifacts are expired in the background.
+pub async fn delete_project_artifacts(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
+    let a = api.admit(&headers, q.as_deref(), &id, Need::Delete).await?;
+    let project_id = a.project.id;
+    tracing::info!(target: "housekeep::audit", task = "api", action = "expire-requested", project_id, user = %who(a.who), reason = "API: DELETE project artifacts");
+    drop(a);
+    let ctx = api.ctx.clone();
+    tokio::spawn(async move { expire_project(ctx, project_id).await });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "message": "202 Accepted" }))).into_response())
+}
+
+/// Run `expire-project-artifacts` for the project, waiting while another run holds its lock.
+async fn expire_project(ctx: crate::tasks::context::Context, project_id: i64) {
+    let deadline = tokio::time::Instant::now() + EXPIRE_WAIT;
+    loop {
+        match run_job::<ExpireProject>(&ctx, Action::ExpireProjectArtifacts.into(), project_id, RunOptions::default()).await {
+            Ok(r) if r.outcome == Outcome::Skipped && tokio::time::Instant::now() < deadline && !ctx.cancel.is_cancelled() => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(r) => return tracing::info!(project_id, summary = %r.summary(), "API: project artifacts expired"),
+            Err(e) => return tracing::error!(project_id, error = %e, "API: expiring the project's artifacts failed"),
+        }
+    }
+}
+
+/// The job of the project, for a request that changes it.
+async fn job_for(api: &Api, headers: &HeaderMap, q: Option<&str>, id: &str, job_id: &str, need: Need) -> Result<(Admitted, Job), ApiError> {
+    let a = api.admit(headers, q, id, need).await?;
+    let job_id: i64 = job_id.parse().map_err(|_| ApiError::NotFound("Not found"))?;
+    let job = lookup::job(&a.client, a.project.id, job_id).await?.ok_or(ApiError::NotFound("Not found"))?;
+    Ok((a, job))
+}
+
+/// Who made a request, for audit records (never a token).
+fn who(p: Principal) -> String {
+    match p {
+        Principal::Anonymous => "anonymous".into(),
+        Principal::User { id, .. } => format!("user {id}"),
+        Principal::Job { job_id, .. } => format!("job {job_id}"),
+    }
+}
+
+fn time(t: Option<NaiveDateTime>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+}
+
+/// The job as GitLab's API presents one (the fields housekeep has).
+fn job_json(job: &Job) -> Value {
+    json!({
+        "id": job.id,
+        "name": job.name,
+        "ref": job.r#ref,
+        "tag": job.tag,
+        "status": job.status,
+        "created_at": time(job.created_at),
+        "finished_at": time(job.finished_at),
+        "erased_at": time(job.erased_at),
+        "artifacts_expire_at": time(job.artifacts_expire_at),
+        "pipeline": { "id": job.pipeline_id, "project_id": job.project_id, "ref": job.pipeline_ref, "status": job.pipeline_status },
+        "artifacts_file": job.archive.as_ref().map(|a| json!({ "filename": a.file, "size": a.size })),
+    })
+}
