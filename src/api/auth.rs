@@ -126,9 +126,10 @@ impl Authority {
                 .await?
                 .map(|r| Principal::User { id: r.get("user_id"), admin: false }),
             (Authority::Standalone, Credentials::Job(t)) => running_job(client.query_opt(STANDALONE_JOB, &[&token::digest(t)]).await?),
-            (Authority::Gitlab(Some(g)), Credentials::Personal(t)) => {
-                g.personal(client, t, write).await?.map(|(id, admin)| Principal::User { id, admin })
-            }
+            (Authority::Gitlab(Some(g)), Credentials::Personal(t)) => match g.personal(client, t, write).await? {
+                Some(u) if !u.active || !u.scope_allows => return Err(ApiError::Forbidden),
+                u => u.map(|u| Principal::User { id: u.id, admin: u.admin }),
+            },
             (Authority::Gitlab(Some(g)), Credentials::Job(t)) => running_job(g.job(client, t).await?),
             (Authority::Gitlab(None), _) => None,
         };

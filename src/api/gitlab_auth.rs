@@ -6,7 +6,8 @@
 //! - a personal (or project/group access) token's `personal_access_tokens.token_digest` is the
 //!   Base64 SHA-256 of the token followed by the first 32 characters of `db_key_base`
 //!   (`Gitlab::CryptoHelper.sha256`); valid unless revoked, until 00:00 UTC of its `expires_at`
-//!   date, for an active user, with the `api` scope (or `read_api` for a download);
+//!   date; a blocked user's token, or one without the `api` scope (`read_api` for a download),
+//!   is refused with 403 as GitLab does;
 //! - a job token's `p_ci_builds.token_encrypted` is the token encrypted with AES-256-GCM under the
 //!   first 32 bytes of `db_key_base`: `"|" + Base64(ciphertext ‖ tag) + nonce` with the nonce the
 //!   first 12 hex digits of the token's SHA-256, or, in the older form still in use,
@@ -44,19 +45,31 @@ impl std::fmt::Debug for GitlabAuth {
 }
 
 const PAT: &str = "
-SELECT t.user_id, u.admin, t.scopes FROM personal_access_tokens t JOIN users u ON u.id = t.user_id
+SELECT t.user_id, u.admin, u.state = 'active' AS active, t.scopes FROM personal_access_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_digest = $1 AND t.revoked IS NOT TRUE
-  AND (t.expires_at IS NULL OR t.expires_at > (now() AT TIME ZONE 'UTC')::date)
-  AND u.state = 'active'";
+  AND (t.expires_at IS NULL OR t.expires_at > (now() AT TIME ZONE 'UTC')::date)";
 
 const JOB: &str = "
 SELECT b.id, b.project_id, b.status, b.user_id FROM p_ci_builds b
 WHERE b.token_encrypted = ANY($1) AND b.erased_at IS NULL";
 
+/// An administrator has every role; others the highest of their authorisations in the project.
 const LEVEL: &str = "
-SELECT CASE WHEN u.admin THEN 50 ELSE COALESCE(a.access_level, 0) END::smallint AS level
-FROM users u LEFT JOIN project_authorizations a ON a.user_id = u.id AND a.project_id = $2
-WHERE u.id = $1";
+SELECT CASE WHEN u.admin THEN 50
+            ELSE COALESCE((SELECT max(a.access_level) FROM project_authorizations a WHERE a.user_id = u.id AND a.project_id = $2), 0)
+       END::smallint AS level
+FROM users u WHERE u.id = $1";
+
+/// A valid personal access token's user, and whether the request may go on with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUser {
+    pub id: i64,
+    pub admin: bool,
+    /// The user is active (not blocked, deactivated, banned): GitLab answers 403 otherwise.
+    pub active: bool,
+    /// The token's scopes allow the request (`api`, or `read_api` for a read): 403 otherwise.
+    pub scope_allows: bool,
+}
 
 impl GitlabAuth {
     /// From `db_key_base` as GitLab's secrets hold it.
@@ -86,15 +99,19 @@ impl GitlabAuth {
         [format!("|{}{nonce}", seal(nonce.as_bytes())), seal(&self.key32[..12])]
     }
 
-    /// The user a personal access token proves (id, administrator), if it is valid and has a
-    /// scope allowing `write` (or, for a read, `read_api`).
-    pub async fn personal(&self, client: &tokio_postgres::Client, token: &str, write: bool) -> Result<Option<(i64, bool)>> {
+    /// The user of a personal access token that is valid (known, not revoked, not expired); for
+    /// a request that writes when `write`.
+    pub async fn personal(&self, client: &tokio_postgres::Client, token: &str, write: bool) -> Result<Option<TokenUser>> {
         let Some(r) = client.query_opt(PAT, &[&self.token_digest(token)]).await? else {
             return Ok(None);
         };
         let scopes: Option<String> = r.get("scopes");
-        let allowed = scope_allows(scopes.as_deref().unwrap_or(""), write);
-        Ok(allowed.then(|| (r.get("user_id"), r.get::<_, Option<bool>>("admin").unwrap_or(false))))
+        Ok(Some(TokenUser {
+            id: r.get("user_id"),
+            admin: r.get::<_, Option<bool>>("admin").unwrap_or(false),
+            active: r.get::<_, Option<bool>>("active").unwrap_or(false),
+            scope_allows: scope_allows(scopes.as_deref().unwrap_or(""), write),
+        }))
     }
 
     /// The job a job token belongs to (whatever its status).

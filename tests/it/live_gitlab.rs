@@ -403,3 +403,130 @@ async fn bulk_actions_work_on_every_partition_and_refresh_stats_is_refused() {
 
     assert!(gitlab_schema_dump(&db) == before, "GitLab's table definitions changed");
 }
+
+/// The Job Artifacts API on a live GitLab database: GitLab's own personal access tokens
+/// (digested with the `db_key_base` of the secrets file), roles from `project_authorizations`,
+/// administrators, blocked users, scopes, and job tokens in both of GitLab's encrypted forms,
+/// valid only while the job runs. Without the secrets file every token is refused.
+#[tokio::test]
+async fn the_api_checks_gitlabs_own_tokens_with_the_secrets_file() {
+    use crate::api::{request, zip_of, Worker};
+    use housekeep::api::gitlab_auth::GitlabAuth;
+
+    let db = gitlab_db().await;
+    let t = TestStore::new(Backend::Local);
+    let c = db.client().await;
+    let p = project(&c, "grp/app").await;
+    assert_eq!(hk(&db, &t, &["migrate"], &[]).status.code(), Some(0));
+    let key_base = hex::encode(rand::random::<[u8; 64]>());
+    let g = GitlabAuth::new(&key_base);
+    let secrets = common::tmp_root().join(format!("{}.json", common::unique("gitlab-secrets")));
+    std::fs::write(&secrets, serde_json::json!({ "gitlab_rails": { "db_key_base": key_base } }).to_string()).unwrap();
+
+    // Users: a reporter, a blocked maintainer, an administrator with no role; their tokens.
+    let user = |name: &str, admin: bool, state: &str| {
+        let (c, name, state) = (&c, name.to_owned(), state.to_owned());
+        async move {
+            c.query_one("INSERT INTO users (username, admin, state) VALUES ($1, $2, $3) RETURNING id", &[&name, &admin, &state])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (rita, bob, root) = (user("rita", false, "active").await, user("bob", false, "blocked").await, user("root", true, "active").await);
+    for (u, level) in [(rita, 20), (rita, 10), (bob, 40)] {
+        c.execute("INSERT INTO project_authorizations (user_id, project_id, access_level) VALUES ($1, $2, $3)", &[&u, &p, &level])
+            .await
+            .unwrap();
+    }
+    let pat = |u: i64, token: &'static str, scopes: &'static str, expires: &'static str, revoked: bool| {
+        let (c, digest) = (&c, g.token_digest(token));
+        async move {
+            c.execute(
+                "INSERT INTO personal_access_tokens (user_id, name, revoked, expires_at, created_at, updated_at, scopes, token_digest)
+                 VALUES ($1, 't', $2, CASE WHEN $3 = '' THEN NULL ELSE $3::date END, now(), now(), $4, $5)",
+                &[&u, &revoked, &expires, &scopes, &digest],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1)).to_string().leak() as &'static str;
+    let today = chrono::Utc::now().date_naive().to_string().leak() as &'static str;
+    pat(rita, "glpat-rita", "---\n- api\n", tomorrow, false).await;
+    pat(rita, "glpat-rita-read", "---\n- read_api\n", "", false).await;
+    pat(rita, "glpat-rita-repo", "---\n- read_repository\n", "", false).await;
+    pat(rita, "glpat-rita-expired", "---\n- api\n", today, false).await;
+    pat(rita, "glpat-rita-revoked", "---\n- api\n", "", true).await;
+    pat(bob, "glpat-bob", "---\n- api\n", "", false).await;
+    pat(root, "glpat-root", "---\n- api\n", "", false).await;
+
+    // A running job (its token in the current form) and a finished one (the older form), in a
+    // dynamic partition, each with an archive in the store.
+    let pl: i64 = c
+        .query_one(
+            "INSERT INTO p_ci_pipelines (partition_id, project_id, ref, status, source, locked, created_at, updated_at, finished_at)
+             VALUES (101, $1, 'main', 'success', 1, 1, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id",
+            &[&p],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let archive = zip_of(&[("report.txt", b"from GitLab's tables\n")]);
+    let mut jobs = Vec::new();
+    for (status, token, form) in [("running", "glcbt-65_runningjobtoken0000", 0), ("success", "glcbt-65_finishedjobtoken000", 1)] {
+        let encrypted = g.token_encrypted(token)[form].clone();
+        let job: i64 = c
+            .query_one(
+                "INSERT INTO p_ci_builds (partition_id, project_id, commit_id, name, ref, type, status, created_at, token_encrypted, user_id)
+                 VALUES (101, $1, $2, 'build', 'main', 'Ci::Build', $3, now() AT TIME ZONE 'UTC', $4, $5) RETURNING id",
+                &[&p, &pl, &status, &encrypted, &rita],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let key = layout::final_key(p, &hex::encode(rand::random::<[u8; 32]>()));
+        c.execute(
+            "INSERT INTO p_ci_job_artifacts (partition_id, project_id, job_id, file_type, file_format, size, file_store, file, file_final_path,
+                                             locked, created_at, updated_at)
+             VALUES (101, $1, $2, 1, 2, $3, 2, 'artifacts.zip', $4, 1, now(), now())",
+            &[&p, &job, &(archive.len() as i64), &key],
+        )
+        .await
+        .unwrap();
+        t.store.put(&t.store.full_key(&key), Bytes::from(archive.clone())).await.unwrap();
+        jobs.push((job, token));
+    }
+    let (running, finished) = (jobs[0], jobs[1]);
+
+    let w = Worker::start(&db, &t.url, &[("HOUSEKEEP_GITLAB_SECRETS_FILE", secrets.to_str().unwrap())]);
+    let url = |job: i64| format!("/api/v4/projects/grp%2Fapp/jobs/{job}/artifacts");
+    let status = |method: &str, u: &str, h: &str| request(w.port, method, u, &[h]).status;
+    let (r, f) = (running.0, finished.0);
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-rita"), 200);
+    assert_eq!(request(w.port, "GET", &format!("{}/report.txt", url(f)), &["PRIVATE-TOKEN: glpat-rita"]).text(), "from GitLab's tables\n");
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-rita-read"), 200, "read_api reads");
+    assert_eq!(status("POST", &format!("{}/keep", url(f)), "PRIVATE-TOKEN: glpat-rita-read"), 403, "but does not write");
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-rita-repo"), 403, "a scope without the API");
+    assert_eq!(status("POST", &format!("{}/keep", url(f)), "PRIVATE-TOKEN: glpat-rita"), 403, "a reporter does not keep");
+    for bad in ["glpat-rita-expired", "glpat-rita-revoked", "glpat-nobody"] {
+        assert_eq!(status("GET", &url(f), &format!("PRIVATE-TOKEN: {bad}")), 401, "{bad}");
+    }
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-bob"), 403, "a blocked user");
+    assert_eq!(status("DELETE", &url(r), "PRIVATE-TOKEN: glpat-root"), 204, "an administrator");
+    // Job tokens: the running job's (current form) reads as its user; the finished job's (older
+    // form) no longer does.
+    assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", running.1)), 200);
+    assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", finished.1)), 401);
+    c.execute("UPDATE p_ci_builds SET status = 'running' WHERE id = $1", &[&f]).await.unwrap();
+    assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", finished.1)), 200, "the older form is found too");
+    drop(w);
+
+    // Without GitLab's secrets no token can be checked: 401, and the worker says why.
+    let w = Worker::start(&db, &t.url, &[]);
+    assert_eq!(request(w.port, "GET", &url(f), &["PRIVATE-TOKEN: glpat-rita"]).status, 401);
+    assert!(std::fs::read_to_string(&w.log).unwrap().contains("gitlab_secrets_file"));
+    let o = hk(&db, &t, &["token", "create", "--user", "x", "--project", "grp/app", "--role", "reporter"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("GitLab"), "{}", stderr(&o));
+}
