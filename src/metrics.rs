@@ -42,7 +42,17 @@ pub struct Metrics {
     pub backlog: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub up: IntGauge,
+    /// Job Artifacts API requests, by endpoint and status code.
+    pub api_requests: IntCounterVec,
+    /// Bytes of archives and files sent by the Job Artifacts API, by endpoint.
+    pub api_sent_bytes: IntCounterVec,
 }
+
+/// The endpoints of the Job Artifacts API, as the `endpoint` label names them.
+pub const API_ENDPOINTS: [&str; 7] =
+    ["download", "download_by_ref", "file", "file_by_ref", "keep", "delete_job_artifacts", "delete_project_artifacts"];
+/// The status codes the Job Artifacts API answers with.
+pub const API_CODES: [&str; 8] = ["200", "202", "204", "400", "401", "403", "404", "500"];
 
 /// Age buckets of deleted objects (time since they were queued), as GitLab's
 /// `ci_deleted_objects_total{age_bucket}`.
@@ -115,6 +125,8 @@ impl Metrics {
             backlog: reg!(int_gauge_vec("housekeep_backlog", "Work waiting, by kind: expired_rows, unknown_rows, queued_objects, ready_objects, unlock_requests", &["kind"])),
             build_info: reg!(int_gauge_vec("housekeep_build_info", "Build information", &["version"])),
             up: reg!(IntGauge::new("housekeep_up", "1 while the worker runs").unwrap()),
+            api_requests: reg!(counter_vec("housekeep_api_requests_total", "Job Artifacts API requests, by endpoint and status code", &["endpoint", "code"])),
+            api_sent_bytes: reg!(counter_vec("housekeep_api_sent_bytes_total", "Bytes of archives and files sent by the Job Artifacts API, by endpoint", &["endpoint"])),
             registry,
         };
         m.zero_series();
@@ -139,6 +151,12 @@ impl Metrics {
         }
         for kind in BACKLOG_KINDS {
             m.backlog.with_label_values(&[kind]);
+        }
+        for endpoint in API_ENDPOINTS {
+            m.api_sent_bytes.with_label_values(&[endpoint]);
+            for code in API_CODES {
+                m.api_requests.with_label_values(&[endpoint, code]);
+            }
         }
         for (_, bucket) in AGE_BUCKETS {
             m.objects_deleted.with_label_values(&[bucket]);

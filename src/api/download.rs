@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::GetResultPayload;
 use tokio::io::AsyncReadExt;
 
@@ -27,7 +27,7 @@ type Answer = Result<Response, ApiError>;
 /// `GET /projects/:id/jobs/:job_id/artifacts`.
 pub async fn archive(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
     let job = job_by_id(&api, &headers, q.as_deref(), &id, &job_id).await?;
-    send_archive(&api, downloadable(&job)?).await
+    send_archive(&api, downloadable(&job)?, "download").await
 }
 
 /// `GET /projects/:id/jobs/artifacts/:ref_name/download?job=NAME`.
@@ -39,7 +39,7 @@ pub async fn archive_for_ref(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let job = job_for_ref(&api, &headers, q.as_deref(), &id, &ref_name, &params).await?;
-    send_archive(&api, job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?).await
+    send_archive(&api, job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?, "download_by_ref").await
 }
 
 /// `GET /projects/:id/jobs/:job_id/artifacts/*artifact_path`.
@@ -51,7 +51,7 @@ pub async fn file(
 ) -> Answer {
     let entry = validate_artifact_path(&path).map_err(|_| ApiError::BadRequest("Bad request".into()))?;
     let job = job_by_id(&api, &headers, q.as_deref(), &id, &job_id).await?;
-    send_entry(&api, downloadable(&job)?, &entry).await
+    send_entry(&api, downloadable(&job)?, &entry, "file").await
 }
 
 /// `GET /projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path?job=NAME`.
@@ -64,7 +64,7 @@ pub async fn file_for_ref(
 ) -> Answer {
     let entry = validate_artifact_path(&path).map_err(|_| ApiError::BadRequest("Bad request".into()))?;
     let job = job_for_ref(&api, &headers, q.as_deref(), &id, &ref_name, &params).await?;
-    send_entry(&api, job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?, &entry).await
+    send_entry(&api, job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?, &entry, "file_by_ref").await
 }
 
 /// The job of the project, for a reader; 404 for a job id that is not one of the project's.
@@ -87,25 +87,28 @@ fn downloadable(job: &Job) -> Result<&Archive, ApiError> {
     job.downloadable_archive(chrono::Utc::now()).ok_or(ApiError::NotFound("Not Found"))
 }
 
-/// The archive's object, streamed; 404 when the row is there but the object is not.
-async fn send_archive(api: &Api, archive: &Archive) -> Answer {
+/// The archive's object, streamed; 404 when the row is there but the object is not. The bytes
+/// sent are counted for `endpoint`.
+async fn send_archive(api: &Api, archive: &Archive, endpoint: &str) -> Answer {
     let store = api.ctx.stores.for_file_store(archive.file_store);
     let full = store.full_key(&archive.key);
     let got = store.get(&full).await?.ok_or(ApiError::NotFound("Not Found"))?;
     let size = got.meta.size;
+    let sent = api.ctx.metrics.api_sent_bytes.with_label_values(&[endpoint]);
+    let count = move |chunk: &bytes::Bytes| sent.inc_by(chunk.len() as u64);
     let body = match got.payload {
         // A local file is read in large chunks (the store's own stream reads 8 KiB at a time).
         GetResultPayload::File(file, _) => {
             let reader = tokio::fs::File::from_std(file).take(size);
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_CHUNK))
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_CHUNK).inspect_ok(count))
         }
-        GetResultPayload::Stream(s) => Body::from_stream(s),
+        GetResultPayload::Stream(s) => Body::from_stream(s.inspect_ok(count)),
     };
     Ok(attachment(body, size, "application/octet-stream", &archive.file))
 }
 
-/// One file of the archive, streamed out of it.
-async fn send_entry(api: &Api, archive: &Archive, entry: &str) -> Answer {
+/// One file of the archive, streamed out of it; the bytes sent are counted for `endpoint`.
+async fn send_entry(api: &Api, archive: &Archive, entry: &str, endpoint: &str) -> Answer {
     let store: &Store = api.ctx.stores.for_file_store(archive.file_store);
     let location = Store::path(&store.full_key(&archive.key))?;
     let found = match open_entry(store.inner().clone(), &location, entry).await {
@@ -117,7 +120,9 @@ async fn send_entry(api: &Api, archive: &Archive, entry: &str) -> Answer {
     let name = entry.rsplit('/').next().unwrap_or(entry);
     let content_type = content_type(name);
     let size = entry_found.size;
-    let body = Body::from_stream(entry_found.stream.map(|r| r.map_err(std::io::Error::other)));
+    let sent = api.ctx.metrics.api_sent_bytes.with_label_values(&[endpoint]);
+    let counted = entry_found.stream.inspect_ok(move |chunk| sent.inc_by(chunk.len() as u64));
+    let body = Body::from_stream(counted.map(|r| r.map_err(std::io::Error::other)));
     Ok(attachment(body, size, content_type, name))
 }
 

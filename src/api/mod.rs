@@ -19,7 +19,10 @@ pub mod tokens;
 pub mod zip_entry;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 
 use self::auth::{Authority, Credentials, Need, Principal};
@@ -85,7 +88,8 @@ pub struct Admitted {
     pub project: Project,
 }
 
-/// The routes, to be nested under `/api/v4`.
+/// The routes, to be nested under `/api/v4`. Each answer is counted in
+/// `housekeep_api_requests_total{endpoint, code}`.
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/projects/{id}/jobs/{job_id}/artifacts", get(download::archive).delete(manage::delete_job_artifacts))
@@ -94,6 +98,32 @@ pub fn router(api: Api) -> Router {
         .route("/projects/{id}/jobs/artifacts/{ref_name}/download", get(download::archive_for_ref))
         .route("/projects/{id}/jobs/artifacts/{ref_name}/raw/{*artifact_path}", get(download::file_for_ref))
         .route("/projects/{id}/artifacts", delete(manage::delete_project_artifacts))
+        .route_layer(middleware::from_fn_with_state(api.clone(), count))
         .fallback(|| async { ApiError::NotFound("Not Found") })
         .with_state(api)
+}
+
+/// Count the answer by endpoint and status code.
+async fn count(State(api): State<Api>, matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let endpoint = endpoint(req.method(), matched.as_ref().map_or("", |m| m.as_str()));
+    let response = next.run(req).await;
+    if let Some(e) = endpoint {
+        api.ctx.metrics.api_requests.with_label_values(&[e, response.status().as_str()]).inc();
+    }
+    response
+}
+
+/// The `endpoint` label of a route (see [`crate::metrics::API_ENDPOINTS`]).
+fn endpoint(method: &Method, route: &str) -> Option<&'static str> {
+    let read = method == Method::GET || method == Method::HEAD;
+    Some(match () {
+        _ if route.ends_with("/jobs/{job_id}/artifacts") && read => "download",
+        _ if route.ends_with("/jobs/{job_id}/artifacts") && method == Method::DELETE => "delete_job_artifacts",
+        _ if route.ends_with("/artifacts/keep") => "keep",
+        _ if route.ends_with("/jobs/{job_id}/artifacts/{*artifact_path}") => "file",
+        _ if route.ends_with("/download") => "download_by_ref",
+        _ if route.ends_with("/raw/{*artifact_path}") => "file_by_ref",
+        _ if route.ends_with("/projects/{id}/artifacts") => "delete_project_artifacts",
+        _ => return None,
+    })
 }
