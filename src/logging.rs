@@ -49,7 +49,9 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
 }
 
 /// `HOUSEKEEP_LOG`, or `info`; the migration library at `warn` unless the filter names it (it
-/// logs the paths of the build machine at `info`).
+/// logs the paths of the build machine at `info`); the PostgreSQL client never below `info`,
+/// whatever the filter says: at `debug` it logs every statement's parameters, which carry token
+/// digests and passwords.
 fn filter() -> EnvFilter {
     let given = std::env::var("HOUSEKEEP_LOG").ok().filter(|s| !s.trim().is_empty());
     let mut filter = given
@@ -62,6 +64,9 @@ fn filter() -> EnvFilter {
                 filter = filter.add_directive(d);
             }
         }
+    }
+    if let Ok(d) = "tokio_postgres=info".parse() {
+        filter = filter.add_directive(d);
     }
     filter
 }

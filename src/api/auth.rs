@@ -32,6 +32,8 @@ pub enum Credentials {
     None,
     Personal(String),
     Job(String),
+    /// A credential header that is not text (refused, never taken for no credentials).
+    Invalid,
 }
 
 /// Never shows a token, so that no log line can carry one.
@@ -41,6 +43,7 @@ impl std::fmt::Debug for Credentials {
             Credentials::None => "None",
             Credentials::Personal(_) => "Personal(…)",
             Credentials::Job(_) => "Job(…)",
+            Credentials::Invalid => "Invalid",
         })
     }
 }
@@ -48,11 +51,18 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// From the headers, then the query string.
     pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Credentials {
+        let credential_headers = ["private-token", "job-token", "authorization"];
+        if credential_headers.iter().any(|h| headers.get(*h).is_some_and(|v| v.to_str().is_err())) {
+            return Credentials::Invalid;
+        }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let param = |name: &str| {
             query.and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
         };
-        let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+        let bearer = header("authorization").and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+        });
         if let Some(t) = header("private-token").or_else(|| param("private_token")).or(bearer) {
             return Credentials::Personal(t);
         }
@@ -100,10 +110,17 @@ pub enum Authority {
     Gitlab(Option<GitlabAuth>),
 }
 
+/// A valid token's user; `last_used_at` is written at most every 10 minutes, as GitLab does, so
+/// that downloads do not each write a row.
 const STANDALONE_PAT: &str = "
-UPDATE housekeep.personal_access_tokens SET last_used_at = now()
-WHERE token_digest = $1 AND NOT revoked AND (expires_at IS NULL OR expires_at > now())
-RETURNING user_id";
+WITH t AS (
+  SELECT id, user_id, last_used_at FROM housekeep.personal_access_tokens
+  WHERE token_digest = $1 AND NOT revoked AND (expires_at IS NULL OR expires_at > now())
+), used AS (
+  UPDATE housekeep.personal_access_tokens p SET last_used_at = now() FROM t
+  WHERE p.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '10 minutes')
+)
+SELECT user_id FROM t";
 
 const STANDALONE_JOB: &str = "
 SELECT b.id, b.project_id, b.status, NULL::bigint AS user_id FROM housekeep.job_tokens t
@@ -120,6 +137,7 @@ impl Authority {
         let write = need != Need::Read;
         let found = match (self, creds) {
             (_, Credentials::None) => return Ok(Principal::Anonymous),
+            (_, Credentials::Invalid) => None,
             (_, Credentials::Job(_)) if write => None,
             (Authority::Standalone, Credentials::Personal(t)) => client
                 .query_opt(STANDALONE_PAT, &[&token::digest(t)])
@@ -153,19 +171,32 @@ impl Authority {
 
     /// Allow the request, or say why not: 401 for a stranger to a project that is not public,
     /// 404 for a signed-in user who cannot see the project (GitLab does not tell it exists),
-    /// 403 for one who can see it but whose role is too low.
-    pub async fn authorize(&self, client: &tokio_postgres::Client, who: Principal, project: &Project, need: Need) -> std::result::Result<(), ApiError> {
+    /// 403 for one who can see it but whose role is too low. Returns the principal's access
+    /// level in the project.
+    pub async fn authorize(&self, client: &tokio_postgres::Client, who: Principal, project: &Project, need: Need) -> std::result::Result<i16, ApiError> {
         let level = self.level(client, who, project).await?;
         if level >= need.level() {
-            return Ok(());
+            return Ok(level);
         }
         let open = project.visibility_level >= PUBLIC || (project.visibility_level >= INTERNAL && matches!(who, Principal::User { .. }));
         match (need, who) {
-            (Need::Read, _) if open => Ok(()),
+            (Need::Read, _) if open => Ok(level),
             (_, Principal::Anonymous) => Err(ApiError::Unauthorized),
             _ if level >= GUEST || open => Err(ApiError::Forbidden),
             _ => Err(ApiError::NotFound("Project Not Found")),
         }
+    }
+}
+
+/// Whether an archive with GitLab's `accessibility` (0 public, 1 private: Developers and up,
+/// 2 none: nobody) may be downloaded by `who`, whose access level is `level`: 401 for an
+/// anonymous request, 403 otherwise.
+pub fn may_download(accessibility: i16, who: Principal, level: i16) -> std::result::Result<(), ApiError> {
+    match accessibility {
+        0 => Ok(()),
+        1 if level >= DEVELOPER => Ok(()),
+        _ if who == Principal::Anonymous => Err(ApiError::Unauthorized),
+        _ => Err(ApiError::Forbidden),
     }
 }
 

@@ -12,7 +12,7 @@ use object_store::GetResultPayload;
 use tokio::io::AsyncReadExt;
 
 use super::artifact_path::validate_artifact_path;
-use super::auth::Need;
+use super::auth::{Need, Principal, may_download};
 use super::error::ApiError;
 use super::lookup::{self, Archive, Job};
 use super::zip_entry::{ZipEntryError, open_entry};
@@ -26,8 +26,8 @@ type Answer = Result<Response, ApiError>;
 
 /// `GET /projects/:id/jobs/:job_id/artifacts`.
 pub async fn archive(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
-    let job = job_by_id(&api, &headers, q.as_deref(), &id, &job_id).await?;
-    send_archive(&api, downloadable(&job)?, "download").await
+    let (job, access) = job_by_id(&api, &headers, q.as_deref(), &id, &job_id).await?;
+    send_archive(&api, downloadable(&job, access)?, "download").await
 }
 
 /// `GET /projects/:id/jobs/artifacts/:ref_name/download?job=NAME`.
@@ -38,8 +38,8 @@ pub async fn archive_for_ref(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let job = job_for_ref(&api, &headers, q.as_deref(), &id, &ref_name, &params).await?;
-    send_archive(&api, job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?, "download_by_ref").await
+    let (job, access) = job_for_ref(&api, &headers, q.as_deref(), &id, &ref_name, &params).await?;
+    send_archive(&api, archive_of(&job, access)?, "download_by_ref").await
 }
 
 /// `GET /projects/:id/jobs/:job_id/artifacts/*artifact_path`.
@@ -50,8 +50,8 @@ pub async fn file(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let entry = validate_artifact_path(&path).map_err(|_| ApiError::BadRequest("Bad request".into()))?;
-    let job = job_by_id(&api, &headers, q.as_deref(), &id, &job_id).await?;
-    send_entry(&api, downloadable(&job)?, &entry, "file").await
+    let (job, access) = job_by_id(&api, &headers, q.as_deref(), &id, &job_id).await?;
+    send_entry(&api, downloadable(&job, access)?, &entry, "file").await
 }
 
 /// `GET /projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path?job=NAME`.
@@ -63,28 +63,50 @@ pub async fn file_for_ref(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let entry = validate_artifact_path(&path).map_err(|_| ApiError::BadRequest("Bad request".into()))?;
-    let job = job_for_ref(&api, &headers, q.as_deref(), &id, &ref_name, &params).await?;
-    send_entry(&api, job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?, &entry, "file_by_ref").await
+    let (job, access) = job_for_ref(&api, &headers, q.as_deref(), &id, &ref_name, &params).await?;
+    send_entry(&api, archive_of(&job, access)?, &entry, "file_by_ref").await
 }
 
+/// Who reads, and their access level in the project.
+type Access = (Principal, i16);
+
 /// The job of the project, for a reader; 404 for a job id that is not one of the project's.
-async fn job_by_id(api: &Api, headers: &HeaderMap, q: Option<&str>, id: &str, job_id: &str) -> Result<Job, ApiError> {
+async fn job_by_id(api: &Api, headers: &HeaderMap, q: Option<&str>, id: &str, job_id: &str) -> Result<(Job, Access), ApiError> {
     let a = api.admit(headers, q, id, Need::Read).await?;
     let job_id: i64 = job_id.parse().map_err(|_| ApiError::NotFound("Not found"))?;
-    lookup::job(&a.client, a.project.id, job_id).await?.ok_or(ApiError::NotFound("Not found"))
+    let job = lookup::job(&a.client, a.project.id, job_id).await?.ok_or(ApiError::NotFound("Not found"))?;
+    Ok((job, (a.who, a.level)))
 }
 
 /// The job named `?job=` of the latest successful pipeline of the ref; expiry is not checked
 /// (GitLab does not either: the pipeline is the ref's latest, so its artifacts are locked).
-async fn job_for_ref(api: &Api, headers: &HeaderMap, q: Option<&str>, id: &str, ref_name: &str, params: &HashMap<String, String>) -> Result<Job, ApiError> {
+async fn job_for_ref(
+    api: &Api,
+    headers: &HeaderMap,
+    q: Option<&str>,
+    id: &str,
+    ref_name: &str,
+    params: &HashMap<String, String>,
+) -> Result<(Job, Access), ApiError> {
     let a = api.admit(headers, q, id, Need::Read).await?;
     let name = params.get("job").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::BadRequest("job is missing".into()))?;
-    lookup::latest_for_ref(&a.client, a.project.id, ref_name, name).await?.ok_or(ApiError::NotFound("Not Found"))
+    let job = lookup::latest_for_ref(&a.client, a.project.id, ref_name, name).await?.ok_or(ApiError::NotFound("Not Found"))?;
+    Ok((job, (a.who, a.level)))
 }
 
-/// The job's archive, unless it has none or it expired (and its pipeline is not locked).
-fn downloadable(job: &Job) -> Result<&Archive, ApiError> {
-    job.downloadable_archive(chrono::Utc::now()).ok_or(ApiError::NotFound("Not Found"))
+/// The job's archive, unless it has none or it expired (and its pipeline is not locked), or
+/// its accessibility keeps it from the reader.
+fn downloadable(job: &Job, (who, level): Access) -> Result<&Archive, ApiError> {
+    let archive = job.downloadable_archive(chrono::Utc::now()).ok_or(ApiError::NotFound("Not Found"))?;
+    may_download(archive.accessibility, who, level)?;
+    Ok(archive)
+}
+
+/// The job's archive, whatever its expiry, unless its accessibility keeps it from the reader.
+fn archive_of(job: &Job, (who, level): Access) -> Result<&Archive, ApiError> {
+    let archive = job.archive.as_ref().ok_or(ApiError::NotFound("Not Found"))?;
+    may_download(archive.accessibility, who, level)?;
+    Ok(archive)
 }
 
 /// The archive's object, streamed; 404 when the row is there but the object is not. The bytes

@@ -38,7 +38,7 @@ macro_rules! job_select {
         "SELECT b.id, b.partition_id, b.project_id, b.name, b.ref, b.tag, b.status, b.created_at, b.finished_at, b.erased_at,
                 b.artifacts_expire_at, p.id AS pipeline_id, p.ref AS pipeline_ref, p.status AS pipeline_status,
                 p.locked = 1 AS pipeline_locked,
-                a.id AS archive_id, a.size AS archive_size, a.file_store::smallint AS archive_file_store, a.expire_at AS archive_expire_at,
+                a.id AS archive_id, a.size AS archive_size, a.accessibility::smallint AS archive_accessibility, a.file_store::smallint AS archive_file_store, a.expire_at AS archive_expire_at,
                 housekeep.artifact_file(a.file, a.file_final_path) AS archive_file,
                 housekeep.artifact_store_dir(a.project_id, a.created_at, a.job_id, a.id, a.file_final_path, a.file_location)
                   || '/' || housekeep.artifact_file(a.file, a.file_final_path) AS archive_key
@@ -80,6 +80,8 @@ pub struct Archive {
     #[serde(skip)]
     pub key: String,
     pub expire_at: Option<DateTime<Utc>>,
+    /// GitLab's `accessibility`: 0 public, 1 private (Developers and up), 2 none.
+    pub accessibility: i16,
 }
 
 /// A job of the project, with its archive.
@@ -112,6 +114,7 @@ impl Job {
             file: r.get::<_, Option<String>>("archive_file").unwrap_or_default(),
             key: r.get::<_, Option<String>>("archive_key").unwrap_or_default(),
             expire_at: r.get("archive_expire_at"),
+            accessibility: r.get::<_, Option<i16>>("archive_accessibility").unwrap_or(0),
         });
         Job {
             id: r.get("id"),

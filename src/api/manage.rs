@@ -2,9 +2,8 @@
 //! …/jobs/:job_id/artifacts/keep`, Developer), delete a job's artifacts now (`DELETE
 //! …/jobs/:job_id/artifacts`, Maintainer, 204) and expire a project's deletable artifacts
 //! (`DELETE /projects/:id/artifacts`, Maintainer, 202: it runs in the background, as the
-//! `expire-project-artifacts` action, and the next `expire` run queues the files).
-
-use std::time::Duration;
+//! `expire-project-artifacts` action from [`super::expiry_queue`], and the next `expire` run
+//! queues the files).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,23 +16,17 @@ use super::auth::{Need, Principal};
 use super::error::ApiError;
 use super::lookup::{self, Job};
 use super::{Admitted, Api};
-use crate::actions::expire_project::ExpireProject;
 use crate::actions::job;
 use crate::audit::Audit;
-use crate::registry::Action;
 use crate::tasks::moved::MovedAudit;
-use crate::tasks::outcome::Outcome;
-use crate::tasks::runner::{RunOptions, run_job};
-
-/// How long a project expiry waits for another one (they share a lock) before giving up.
-const EXPIRE_WAIT: Duration = Duration::from_secs(600);
 
 type Answer = Result<Response, ApiError>;
 
 /// `POST /projects/:id/jobs/:job_id/artifacts/keep`: 200 with the job.
 pub async fn keep(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
     let (a, job) = job_for(&api, &headers, q.as_deref(), &id, &job_id, Need::Keep).await?;
-    if job.archive.is_none() {
+    // GitLab keeps only artifacts that can still be downloaded: expired ones are gone.
+    if job.downloadable_archive(chrono::Utc::now()).is_none() {
         return Err(ApiError::NotFound("Not Found"));
     }
     job::keep(&a.client, job.id, job.partition_id).await?;
@@ -45,6 +38,7 @@ pub async fn keep(State(api): State<Api>, Path((id, job_id)): Path<(String, Stri
 /// `DELETE /projects/:id/jobs/:job_id/artifacts`: 204, whatever there was to delete.
 pub async fn delete_job_artifacts(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
     let (a, job) = job_for(&api, &headers, q.as_deref(), &id, &job_id, Need::Delete).await?;
+    tracing::info!(target: "housekeep::audit", task = "api", action = "delete-requested", job_id = job.id, user = %who(a.who), reason = "API: DELETE job artifacts");
     let mut audit = MovedAudit::with(Audit::new(0, "api"), "deleted", "API: DELETE job artifacts");
     job::delete(&a.client, job.id, job.partition_id, &mut audit).await?;
     audit.finish().await?;
@@ -57,23 +51,8 @@ pub async fn delete_project_artifacts(State(api): State<Api>, Path(id): Path<Str
     let project_id = a.project.id;
     tracing::info!(target: "housekeep::audit", task = "api", action = "expire-requested", project_id, user = %who(a.who), reason = "API: DELETE project artifacts");
     drop(a);
-    let ctx = api.ctx.clone();
-    tokio::spawn(async move { expire_project(ctx, project_id).await });
+    api.expiries.push(project_id);
     Ok((StatusCode::ACCEPTED, Json(json!({ "message": "202 Accepted" }))).into_response())
-}
-
-/// Run `expire-project-artifacts` for the project, waiting while another run holds its lock.
-async fn expire_project(ctx: crate::tasks::context::Context, project_id: i64) {
-    let deadline = tokio::time::Instant::now() + EXPIRE_WAIT;
-    loop {
-        match run_job::<ExpireProject>(&ctx, Action::ExpireProjectArtifacts.into(), project_id, RunOptions::default()).await {
-            Ok(r) if r.outcome == Outcome::Skipped && tokio::time::Instant::now() < deadline && !ctx.cancel.is_cancelled() => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Ok(r) => return tracing::info!(project_id, summary = %r.summary(), "API: project artifacts expired"),
-            Err(e) => return tracing::error!(project_id, error = %e, "API: expiring the project's artifacts failed"),
-        }
-    }
 }
 
 /// The job of the project, for a request that changes it.

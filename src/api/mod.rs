@@ -10,6 +10,7 @@ pub mod artifact_path;
 pub mod auth;
 pub mod download;
 pub mod error;
+pub mod expiry_queue;
 pub mod gitlab_auth;
 pub mod gitlab_secrets;
 pub mod lookup;
@@ -27,6 +28,7 @@ use axum::routing::{delete, get, post};
 
 use self::auth::{Authority, Credentials, Need, Principal};
 use self::error::ApiError;
+use self::expiry_queue::ExpiryQueue;
 use self::gitlab_auth::GitlabAuth;
 use self::lookup::Project;
 use crate::db::migrate::{Mode, mode};
@@ -38,6 +40,8 @@ use crate::tasks::context::Context;
 pub struct Api {
     pub ctx: Context,
     pub authority: Authority,
+    /// `DELETE /projects/:id/artifacts`'s background runs.
+    pub expiries: ExpiryQueue,
 }
 
 impl Api {
@@ -61,7 +65,8 @@ impl Api {
             },
         };
         drop(client);
-        Ok(Api { ctx, authority })
+        let expiries = ExpiryQueue::start(ctx.clone());
+        Ok(Api { ctx, authority, expiries })
     }
 
     /// Who asks, which project `id` names, and whether the one may do `need` in the other;
@@ -76,8 +81,8 @@ impl Api {
                 _ => ApiError::NotFound("Project Not Found"),
             });
         };
-        self.authority.authorize(&client, who, &project, need).await?;
-        Ok(Admitted { client, who, project })
+        let level = self.authority.authorize(&client, who, &project, need).await?;
+        Ok(Admitted { client, who, project, level })
     }
 }
 
@@ -86,6 +91,8 @@ pub struct Admitted {
     pub client: deadpool_postgres::Object,
     pub who: Principal,
     pub project: Project,
+    /// The principal's access level in the project (0: none, as in a public project).
+    pub level: i16,
 }
 
 /// The routes, to be nested under `/api/v4`. Each answer is counted in

@@ -31,16 +31,26 @@ impl Role {
 }
 
 /// A token just made: shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Created {
     pub id: i64,
     pub token: String,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Never shows the token.
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created").field("id", &self.id).field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
+/// The user's id, the user created if new (two runs at once both get the one row).
 const UPSERT_USER: &str = "
-WITH ins AS (INSERT INTO housekeep.api_users (username) VALUES ($1) ON CONFLICT (username) DO NOTHING RETURNING id)
-SELECT id FROM ins UNION ALL SELECT id FROM housekeep.api_users WHERE username = $1";
+INSERT INTO housekeep.api_users (username) VALUES ($1)
+ON CONFLICT (username) DO UPDATE SET username = EXCLUDED.username RETURNING id";
+
+const ROLE: &str = "SELECT access_level FROM housekeep.project_members WHERE user_id = $1 AND project_id = $2 FOR UPDATE";
 
 const SET_ROLE: &str = "
 INSERT INTO housekeep.project_members (user_id, project_id, access_level) VALUES ($1, $2, $3)
@@ -64,19 +74,38 @@ async fn standalone_only(client: &tokio_postgres::Client) -> Result<()> {
     Ok(())
 }
 
-/// A personal access token for `username` (created if new), who gets `role` in `project_id`;
-/// it expires after `expires_secs` (never when None).
-pub async fn create_personal(
-    client: &mut tokio_postgres::Client,
-    username: &str,
-    project_id: i64,
-    role: Role,
-    expires_secs: Option<f64>,
-) -> Result<Created> {
+/// What a personal access token is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// The user (created if new).
+    pub username: &'a str,
+    pub project_id: i64,
+    /// The user's role in the project. A role is the user's, not the token's: every token of
+    /// the user acts with it.
+    pub role: Role,
+    /// Whether an existing, different role of the user in the project may be changed.
+    pub change_role: bool,
+    /// The token expires after this many seconds (never when None).
+    pub expires_secs: Option<f64>,
+}
+
+/// A personal access token for `grant.username`, with `grant.role` in the project. A user who has
+/// another role there keeps it (exit 2) unless `change_role`: a new token must not silently
+/// change what the user's other tokens may do.
+pub async fn create_personal(client: &mut tokio_postgres::Client, grant: Grant<'_>) -> Result<Created> {
+    let Grant { username, project_id, role, change_role, expires_secs } = grant;
     standalone_only(client).await?;
     let token = token::generate(TokenKind::Personal);
     let tx = client.transaction().await?;
     let user_id: i64 = tx.query_one(UPSERT_USER, &[&username]).await?.get("id");
+    let current: Option<i16> = tx.query_opt(ROLE, &[&user_id, &project_id]).await?.map(|r| r.get("access_level"));
+    if let Some(level) = current.filter(|l| *l != role.access_level() && !change_role) {
+        return Err(Error::Input(format!(
+            "{username} already has access level {level} in project {project_id} (every token of the user acts with it); \
+             add --change-role to make it {role:?} ({})",
+            role.access_level()
+        )));
+    }
     tx.execute(SET_ROLE, &[&user_id, &project_id, &role.access_level()]).await?;
     let name = format!("housekeep token create --project {project_id}");
     let r = tx.query_one(INSERT_PAT, &[&user_id, &name, &token::digest(&token), &expires_secs]).await?;
@@ -96,7 +125,7 @@ pub async fn create_job(client: &tokio_postgres::Client, job_id: i64) -> Result<
 }
 
 /// What to revoke.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Revoke {
     /// One token, by its id.
     Id(i64),
@@ -130,6 +159,13 @@ pub async fn revoke(client: &tokio_postgres::Client, what: &Revoke) -> Result<u6
         return Err(Error::Input(format!("no token matches {}", describe(what))));
     }
     Ok(n)
+}
+
+/// Never shows a token.
+impl std::fmt::Debug for Revoke {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe(self))
+    }
 }
 
 fn describe(what: &Revoke) -> String {

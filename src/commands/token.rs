@@ -5,7 +5,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::api::tokens::{self, Revoke, Role};
+use crate::api::tokens::{self, Grant, Revoke, Role};
 use crate::config::Config;
 use crate::duration::HumanDuration;
 use crate::error::{Error, Result};
@@ -38,8 +38,12 @@ pub struct CreateArgs {
     /// The token stops working after this long (30d, 1y); without it, it never expires
     #[arg(long, value_name = "DUR")]
     pub expires: Option<HumanDuration>,
+    /// Change the user's role in the project when it has another one (every token of the user
+    /// acts with the new role)
+    #[arg(long)]
+    pub change_role: bool,
     /// Instead: a job token for this job, valid while the job is running
-    #[arg(long, value_name = "ID", conflicts_with_all = ["project", "role", "expires"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["project", "role", "expires", "change_role"])]
     pub job: Option<i64>,
 }
 
@@ -90,7 +94,8 @@ async fn create(c: CreateArgs, client: &mut tokio_postgres::Client) -> Result<()
                 None => None,
             };
             let project_id = crate::db::project::resolve(client, &project).await?;
-            tokens::create_personal(client, user.trim(), project_id, role, expires).await?
+            let grant = Grant { username: user.trim(), project_id, role, change_role: c.change_role, expires_secs: expires };
+            tokens::create_personal(client, grant).await?
         }
         _ => return Err(Error::Input("give --user, --project and --role, or --job".into())),
     };

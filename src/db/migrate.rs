@@ -76,7 +76,7 @@ pub const GITLAB_COLUMNS: &[(&str, &[&str])] = &[
         "p_ci_job_artifacts",
         &[
             "id", "partition_id", "project_id", "job_id", "file_type", "file_format", "file_location", "size", "file_store",
-            "file", "file_final_path", "file_sha256", "expire_at", "locked", "created_at",
+            "file", "file_final_path", "file_sha256", "expire_at", "locked", "created_at", "accessibility",
         ],
     ),
     ("p_ci_builds", &["id", "partition_id", "project_id", "commit_id", "name", "ref", "status", "finished_at", "erased_at", "artifacts_expire_at"]),

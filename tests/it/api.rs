@@ -295,8 +295,11 @@ async fn credentials_and_roles_give_gitlabs_status_codes() {
     check("GET", "/api/v4/projects/no%2Fsuch/jobs/1/artifacts", &[&auth(&reporter)], 404, Some(r#"{"message":"404 Project Not Found"}"#));
     check("GET", &archive, &[&auth(&reporter)], 200, None);
     check("GET", &archive, &[&format!("Authorization: Bearer {reporter}")], 200, None);
+    check("GET", &archive, &[&format!("authorization: bearer {reporter}")], 200, None);
     check("GET", &format!("/api/v4/projects/{public}/jobs/{pub_job}/artifacts"), &[], 200, None);
     check("GET", &format!("/api/v4/projects/{public}/jobs/{pub_job}/artifacts"), &["PRIVATE-TOKEN: wrong"], 401, UNAUTHORIZED);
+    // A credential that is not text is refused, not taken for no credentials.
+    check("GET", &format!("/api/v4/projects/{public}/jobs/{pub_job}/artifacts"), &["PRIVATE-TOKEN: \u{e9}t\u{e9}"], 401, UNAUTHORIZED);
 
     // Job tokens: header or parameter, own project only, downloads only, while the job runs.
     check("GET", &archive, &[&format!("JOB-TOKEN: {job_token}")], 200, None);
@@ -342,6 +345,7 @@ async fn credentials_and_roles_give_gitlabs_status_codes() {
     for t in [&guest, &reporter, &developer, &maintainer, &stranger, &expired, &revoked, &job_token] {
         assert!(!log.contains(t.as_str()), "a token is in the worker's log");
         assert!(!log.contains(&t[6..]), "part of a token is in the worker's log");
+        assert!(!log.contains(&housekeep::api::token::digest(t)), "a token's digest is in the worker's log");
     }
     let dump = c
         .query_one(
@@ -387,6 +391,7 @@ async fn token_create_refuses_bad_input_and_changes_nothing() {
         (vec!["create", "--job", "424242"], "no such job"),
         (vec!["revoke", "--id", "9999"], "no token"),
         (vec!["revoke"], "--id"),
+        (vec!["create", "--job", "1", "--change-role"], "--change-role"),
     ] {
         let o = common::run(housekeep().arg("token").args(&args).env("HOUSEKEEP_DATABASE_URL", &db.url));
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}{}", stdout(&o), stderr(&o));
@@ -450,4 +455,100 @@ async fn a_hundred_concurrent_downloads_are_all_served() {
     for t in threads {
         t.join().expect("a download failed");
     }
+}
+
+/// A user's role is changed only when asked: a new token must not silently widen (or narrow)
+/// what the user's other tokens may do.
+#[tokio::test]
+async fn a_second_token_with_another_role_needs_change_role() {
+    let s = scene().await;
+    let p = s.project.to_string();
+    let first = token(&s.db, &["create", "--user", "al", "--project", &p, "--role", "reporter"]);
+    let o = common::run(
+        housekeep().args(["token", "create", "--user", "al", "--project", &p, "--role", "maintainer"]).env("HOUSEKEEP_DATABASE_URL", &s.db.url),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--change-role") && stdout(&o).is_empty(), "{}", stderr(&o));
+    token(&s.db, &["create", "--user", "al", "--project", &p, "--role", "reporter"]);
+    let w = Worker::start(&s.db, &s.t.url, &[]);
+    let archive = format!("/api/v4/projects/{p}/jobs/{}/artifacts", s.job);
+    assert_eq!(request(w.port, "DELETE", &archive, &[&auth(&first)]).status, 403, "still a reporter");
+    token(&s.db, &["create", "--user", "al", "--project", &p, "--role", "maintainer", "--change-role"]);
+    assert_eq!(request(w.port, "DELETE", &archive, &[&auth(&first)]).status, 204, "the role is the user's");
+}
+
+/// An archive's `accessibility`: private ones need Developer, `none` ones nobody; a keep of an
+/// expired archive is 404, as in GitLab.
+#[tokio::test]
+async fn private_and_hidden_archives_and_keeping_expired_ones() {
+    let s = scene().await;
+    let c = s.db.client().await;
+    let p = s.project.to_string();
+    c.execute("UPDATE projects SET visibility_level = 20 WHERE id = $1", &[&s.project]).await.unwrap();
+    let reporter = token(&s.db, &["create", "--user", "rita", "--project", &p, "--role", "reporter"]);
+    let developer = token(&s.db, &["create", "--user", "dev", "--project", &p, "--role", "developer"]);
+    let maintainer = token(&s.db, &["create", "--user", "mia", "--project", &p, "--role", "maintainer"]);
+    let w = Worker::start(&s.db, &s.t.url, &[]);
+    let archive = format!("/api/v4/projects/{p}/jobs/{}/artifacts", s.job);
+    let file = format!("{archive}/README.md");
+    let by_ref = format!("/api/v4/projects/{p}/jobs/artifacts/main/download?job=build");
+    let status = |url: &str, t: Option<&str>| {
+        let h = t.map(auth);
+        request(w.port, "GET", url, &h.iter().map(String::as_str).collect::<Vec<_>>()).status
+    };
+    assert_eq!(status(&archive, None), 200, "public");
+    c.execute("UPDATE p_ci_job_artifacts SET accessibility = 1 WHERE id = $1", &[&s.archive_id]).await.unwrap();
+    for url in [&archive, &file, &by_ref] {
+        assert_eq!(status(url, None), 401, "{url}");
+        assert_eq!(status(url, Some(&reporter)), 403, "{url}");
+        assert_eq!(status(url, Some(&developer)), 200, "{url}");
+    }
+    c.execute("UPDATE p_ci_job_artifacts SET accessibility = 2 WHERE id = $1", &[&s.archive_id]).await.unwrap();
+    assert_eq!(status(&archive, Some(&maintainer)), 403, "none: nobody");
+
+    c.execute("UPDATE p_ci_job_artifacts SET accessibility = 0, expire_at = now() - interval '1 minute' WHERE id = $1", &[&s.archive_id])
+        .await
+        .unwrap();
+    c.execute("UPDATE p_ci_pipelines SET locked = 0 WHERE project_id = $1", &[&s.project]).await.unwrap();
+    let keep = request(w.port, "POST", &format!("{archive}/keep"), &[&auth(&developer)]);
+    assert_eq!(keep.status, 404, "{}", keep.text());
+    let expired: i64 = c
+        .query_one("SELECT count(*) FROM p_ci_job_artifacts WHERE id = $1 AND expire_at < now()", &[&s.archive_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(expired, 1, "an expired archive is not revived");
+}
+
+/// Many `DELETE /projects/:id/artifacts` at once: all accepted, and the project is expired by
+/// one or two runs, not one per request.
+#[tokio::test]
+async fn project_deletes_are_coalesced() {
+    let s = scene().await;
+    let c = s.db.client().await;
+    let p = s.project.to_string();
+    let maintainer = token(&s.db, &["create", "--user", "mia", "--project", &p, "--role", "maintainer"]);
+    let w = Worker::start(&s.db, &s.t.url, &[]);
+    let (port, h) = (w.port, auth(&maintainer));
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let (h, url) = (h.clone(), format!("/api/v4/projects/{p}/artifacts"));
+            std::thread::spawn(move || request(port, "DELETE", &url, &[&h]).status)
+        })
+        .collect();
+    assert!(threads.into_iter().all(|t| t.join().unwrap() == 202));
+    let t0 = Instant::now();
+    let runs = || async {
+        c.query_one("SELECT count(*) FROM housekeep.runs WHERE task = 'expire-project-artifacts' AND finished_at IS NOT NULL", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    while runs().await == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = runs().await;
+    assert!((1..=2).contains(&n), "{n} runs for 50 requests");
 }
