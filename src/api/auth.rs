@@ -175,14 +175,18 @@ impl Authority {
     /// level in the project.
     pub async fn authorize(&self, client: &tokio_postgres::Client, who: Principal, project: &Project, need: Need) -> std::result::Result<i16, ApiError> {
         let level = self.level(client, who, project).await?;
-        if level >= need.level() {
+        if project.builds_disabled && level > 0 {
+            return Err(ApiError::Forbidden);
+        }
+        if level >= need.level() && !project.builds_disabled {
             return Ok(level);
         }
-        let open = project.visibility_level >= PUBLIC || (project.visibility_level >= INTERNAL && matches!(who, Principal::User { .. }));
+        let visible = project.visibility_level >= PUBLIC || (project.visibility_level >= INTERNAL && matches!(who, Principal::User { .. }));
+        let open = visible && project.builds_open && !project.builds_disabled;
         match (need, who) {
             (Need::Read, _) if open => Ok(level),
             (_, Principal::Anonymous) => Err(ApiError::Unauthorized),
-            _ if level >= GUEST || open => Err(ApiError::Forbidden),
+            _ if level >= GUEST || visible => Err(ApiError::Forbidden),
             _ => Err(ApiError::NotFound("Project Not Found")),
         }
     }

@@ -15,20 +15,43 @@ pub const INTERNAL: i32 = 10;
 pub struct Project {
     pub id: i64,
     pub visibility_level: i32,
+    /// Whoever can see the project may read its jobs (GitLab: `public_builds` on, and CI/CD
+    /// open to everyone with access in `project_features.builds_access_level`); otherwise
+    /// members only.
+    pub builds_open: bool,
+    /// CI/CD (or the repository) is turned off for the project: nobody reads its jobs.
+    pub builds_disabled: bool,
 }
 
-const PROJECT_BY_ID: &str = "SELECT id, visibility_level FROM projects WHERE id = $1";
-const PROJECT_BY_PATH: &str = "
-SELECT p.id, p.visibility_level FROM routes r JOIN projects p ON p.id = r.source_id
-WHERE r.source_type = 'Project' AND r.path = $1";
+/// `$1` an id or NULL, `$2` a full path or NULL. Standalone: every project's jobs are open.
+const STANDALONE_PROJECT: &str = "
+SELECT p.id, p.visibility_level, true AS builds_open, false AS builds_disabled FROM projects p
+WHERE p.id = COALESCE($1, (SELECT source_id FROM routes WHERE source_type = 'Project' AND path = $2))";
 
-/// The project `id` names (its id, or its full path, already percent-decoded).
-pub async fn project(client: &tokio_postgres::Client, id: &str) -> Result<Option<Project>> {
-    let row = match id.parse::<i64>() {
-        Ok(n) => client.query_opt(PROJECT_BY_ID, &[&n]).await?,
-        Err(_) => client.query_opt(PROJECT_BY_PATH, &[&id]).await?,
+/// On GitLab's tables: also the project's CI visibility; projects being deleted or hidden are
+/// not found, as GitLab's API does not find them.
+const GITLAB_PROJECT: &str = "
+SELECT p.id, p.visibility_level,
+       p.public_builds IS NOT FALSE AND COALESCE(f.builds_access_level, 20) >= 20 AS builds_open,
+       COALESCE(f.builds_access_level, 20) = 0 OR COALESCE(f.repository_access_level, 20) = 0 AS builds_disabled
+FROM projects p LEFT JOIN project_features f ON f.project_id = p.id
+WHERE p.id = COALESCE($1, (SELECT source_id FROM routes WHERE source_type = 'Project' AND path = $2))
+  AND p.pending_delete IS NOT TRUE AND p.hidden IS NOT TRUE";
+
+/// The project `id` names (its id, or its full path, already percent-decoded), on GitLab's
+/// tables when `gitlab`.
+pub async fn project(client: &tokio_postgres::Client, id: &str, gitlab: bool) -> Result<Option<Project>> {
+    let (by_id, by_path) = match id.parse::<i64>() {
+        Ok(n) => (Some(n), None),
+        Err(_) => (None, Some(id)),
     };
-    Ok(row.map(|r| Project { id: r.get("id"), visibility_level: r.get("visibility_level") }))
+    let sql = if gitlab { GITLAB_PROJECT } else { STANDALONE_PROJECT };
+    Ok(client.query_opt(sql, &[&by_id, &by_path]).await?.map(|r| Project {
+        id: r.get("id"),
+        visibility_level: r.get("visibility_level"),
+        builds_open: r.get::<_, Option<bool>>("builds_open").unwrap_or(false),
+        builds_disabled: r.get::<_, Option<bool>>("builds_disabled").unwrap_or(false),
+    }))
 }
 
 /// The columns of a job and of its archive row (`file_type` 1), if any; `$1` is the job's

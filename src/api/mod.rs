@@ -31,7 +31,7 @@ use self::error::ApiError;
 use self::expiry_queue::ExpiryQueue;
 use self::gitlab_auth::GitlabAuth;
 use self::lookup::Project;
-use crate::db::migrate::{Mode, mode};
+use crate::db::migrate::{GITLAB_API_COLUMNS, Mode, missing_columns, mode};
 use crate::error::{Error, Result};
 use crate::tasks::context::Context;
 
@@ -51,18 +51,16 @@ impl Api {
         let client = ctx.pool.get().await?;
         let authority = match mode(&client).await? {
             Mode::Standalone => Authority::Standalone,
-            Mode::Gitlab => match gitlab_secrets::locate(ctx.config.gitlab_secrets_file.as_deref()) {
-                Some(path) => {
-                    let key = gitlab_secrets::db_key_base(&path).map_err(|e| Error::config(e.to_string()))?;
-                    Authority::Gitlab(Some(GitlabAuth::new(&key)))
-                }
-                None => {
-                    tracing::warn!(
-                        "no gitlab_secrets_file: the Job Artifacts API cannot check GitLab's tokens and answers 401 to every token"
+            Mode::Gitlab => {
+                let missing = missing_columns(&client, GITLAB_API_COLUMNS).await?;
+                if !missing.is_empty() {
+                    tracing::error!(
+                        missing = %missing.join(", "),
+                        "GitLab's tables lack what the Job Artifacts API reads: its requests will fail (500); the housekeeping tasks are not affected"
                     );
-                    Authority::Gitlab(None)
                 }
-            },
+                gitlab_authority(ctx.config.gitlab_secrets_file.as_deref())?
+            }
         };
         drop(client);
         let expiries = ExpiryQueue::start(ctx.clone());
@@ -75,7 +73,8 @@ impl Api {
         let creds = Credentials::from_request(headers, query);
         let client = self.ctx.pool.get().await?;
         let who = self.authority.authenticate(&client, &creds, need).await?;
-        let Some(project) = lookup::project(&client, id).await? else {
+        let gitlab = matches!(self.authority, Authority::Gitlab(_));
+        let Some(project) = lookup::project(&client, id, gitlab).await? else {
             return Err(match who {
                 Principal::Anonymous => ApiError::Unauthorized,
                 _ => ApiError::NotFound("Project Not Found"),
@@ -84,6 +83,16 @@ impl Api {
         let level = self.authority.authorize(&client, who, &project, need).await?;
         Ok(Admitted { client, who, project, level })
     }
+}
+
+/// GitLab's tokens are checked with the `db_key_base` of GitLab's secrets file, when there is one.
+fn gitlab_authority(configured: Option<&str>) -> Result<Authority> {
+    let Some(path) = gitlab_secrets::locate(configured) else {
+        tracing::warn!("no gitlab_secrets_file: the Job Artifacts API cannot check GitLab's tokens and answers 401 to every token");
+        return Ok(Authority::Gitlab(None));
+    };
+    let key = gitlab_secrets::db_key_base(&path).map_err(|e| Error::config(e.to_string()))?;
+    Ok(Authority::Gitlab(Some(GitlabAuth::new(&key))))
 }
 
 /// A request that passed [`Api::admit`].

@@ -79,15 +79,26 @@ pub const GITLAB_COLUMNS: &[(&str, &[&str])] = &[
             "file", "file_final_path", "file_sha256", "expire_at", "locked", "created_at", "accessibility",
         ],
     ),
-    ("p_ci_builds", &["id", "partition_id", "project_id", "commit_id", "name", "ref", "status", "finished_at", "erased_at", "artifacts_expire_at"]),
+    ("p_ci_builds", &["id", "partition_id", "project_id", "commit_id", "name", "ref", "status", "finished_at", "erased_at", "artifacts_expire_at", "type", "tag", "token_encrypted"]),
     ("p_ci_pipelines", &["id", "partition_id", "project_id", "ref", "tag", "status", "source", "locked", "ci_ref_id", "finished_at"]),
     ("ci_deleted_objects", &["id", "file_store", "pick_up_at", "store_dir", "file", "project_id", "created_at"]),
     ("project_statistics", &["project_id", "build_artifacts_size", "storage_size"]),
-    ("projects", &["id", "namespace_id"]),
+    ("projects", &["id", "namespace_id", "visibility_level"]),
     ("routes", &["source_id", "source_type", "path"]),
     ("project_ci_cd_settings", &["project_id", "keep_latest_artifact"]),
     ("ci_refs", &["id", "project_id", "ref_path"]),
     ("ci_sources_pipelines", &["pipeline_id", "partition_id", "source_pipeline_id", "source_partition_id", "project_id", "source_project_id"]),
+];
+
+/// What the Job Artifacts API reads of GitLab's tables beyond [`GITLAB_COLUMNS`] (never in a
+/// standalone database, where the API's users and tokens are housekeep's).
+pub const GITLAB_API_COLUMNS: &[(&str, &[&str])] = &[
+    ("projects", &["public_builds", "pending_delete", "hidden"]),
+    ("project_features", &["project_id", "builds_access_level", "repository_access_level"]),
+    ("p_ci_builds", &["user_id"]),
+    ("users", &["id", "admin", "state"]),
+    ("personal_access_tokens", &["user_id", "token_digest", "revoked", "expires_at", "scopes"]),
+    ("project_authorizations", &["user_id", "project_id", "access_level"]),
 ];
 
 const MISSING_COLUMNS: &str = "
@@ -115,8 +126,7 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     if standalone {
         return Ok(Shape::Standalone);
     }
-    let (tables, columns): (Vec<&str>, Vec<&str>) =
-        GITLAB_COLUMNS.iter().flat_map(|(t, cols)| cols.iter().map(move |c| (*t, *c))).unzip();
+    let (tables, columns) = pairs(GITLAB_COLUMNS);
     let missing = client.query(MISSING_COLUMNS, &[&tables, &columns]).await?;
     if missing.is_empty() {
         return Ok(Shape::Gitlab);
@@ -130,7 +140,16 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
     if unpartitioned_artifacts && absent.contains("p_ci_job_artifacts") {
         return Err(SchemaError::GitlabTooOld.into());
     }
-    let what: Vec<String> = missing
+    Err(SchemaError::Unknown { missing: named(&missing) }.into())
+}
+
+fn pairs(list: &[(&'static str, &[&'static str])]) -> (Vec<&'static str>, Vec<&'static str>) {
+    list.iter().flat_map(|(t, cols)| cols.iter().map(move |c| (*t, *c))).unzip()
+}
+
+/// The missing tables, and the missing columns of the tables there are (`table.column`).
+fn named(missing: &[tokio_postgres::Row]) -> Vec<String> {
+    missing
         .iter()
         .map(|r| {
             let (t, c, has_table): (String, String, bool) = (r.get("tbl"), r.get("col"), r.get("has_table"));
@@ -138,8 +157,13 @@ pub async fn detect(client: &tokio_postgres::Client) -> Result<Shape> {
         })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .collect();
-    Err(SchemaError::Unknown { missing: what }.into())
+        .collect()
+}
+
+/// Which of `list`'s tables and columns the database lacks (`table` or `table.column`).
+pub async fn missing_columns(client: &tokio_postgres::Client, list: &[(&'static str, &[&'static str])]) -> Result<Vec<String>> {
+    let (tables, columns) = pairs(list);
+    Ok(named(&client.query(MISSING_COLUMNS, &[&tables, &columns]).await?))
 }
 
 /// Apply every pending migration; returns the database's shape and what this call applied.

@@ -520,35 +520,40 @@ async fn private_and_hidden_archives_and_keeping_expired_ones() {
     assert_eq!(expired, 1, "an expired archive is not revived");
 }
 
-/// Many `DELETE /projects/:id/artifacts` at once: all accepted, and the project is expired by
-/// one or two runs, not one per request.
+/// Many `DELETE /projects/:id/artifacts` while a run waits for the action's lock: all accepted,
+/// and they join one waiting run, not one run each.
 #[tokio::test]
 async fn project_deletes_are_coalesced() {
     let s = scene().await;
     let c = s.db.client().await;
     let p = s.project.to_string();
     let maintainer = token(&s.db, &["create", "--user", "mia", "--project", &p, "--role", "maintainer"]);
+    let lock = housekeep::registry::Action::ExpireProjectArtifacts.spec().lock_key;
+    let holder = s.db.client().await;
+    holder.execute("SELECT pg_advisory_lock($1)", &[&lock]).await.unwrap();
     let w = Worker::start(&s.db, &s.t.url, &[]);
     let (port, h) = (w.port, auth(&maintainer));
-    let threads: Vec<_> = (0..50)
-        .map(|_| {
-            let (h, url) = (h.clone(), format!("/api/v4/projects/{p}/artifacts"));
-            std::thread::spawn(move || request(port, "DELETE", &url, &[&h]).status)
-        })
-        .collect();
+    let delete = |h: String| {
+        let url = format!("/api/v4/projects/{p}/artifacts");
+        std::thread::spawn(move || request(port, "DELETE", &url, &[&h]).status)
+    };
+    // The first request's run starts and waits for the lock; the others queue behind it.
+    assert_eq!(delete(h.clone()).join().unwrap(), 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let threads: Vec<_> = (0..50).map(|_| delete(h.clone())).collect();
     assert!(threads.into_iter().all(|t| t.join().unwrap() == 202));
-    let t0 = Instant::now();
+    holder.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await.unwrap();
     let runs = || async {
-        c.query_one("SELECT count(*) FROM housekeep.runs WHERE task = 'expire-project-artifacts' AND finished_at IS NOT NULL", &[])
+        c.query_one("SELECT count(*) FROM housekeep.runs WHERE task = 'expire-project-artifacts' AND outcome = 'success'", &[])
             .await
             .unwrap()
             .get::<_, i64>(0)
     };
-    while runs().await == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no run");
+    let t0 = Instant::now();
+    while runs().await < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{} runs", runs().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let n = runs().await;
-    assert!((1..=2).contains(&n), "{n} runs for 50 requests");
+    assert_eq!(runs().await, 2, "51 requests: the one running, and one more for all that came during it");
 }

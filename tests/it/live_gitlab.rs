@@ -520,6 +520,20 @@ async fn the_api_checks_gitlabs_own_tokens_with_the_secrets_file() {
     assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", finished.1)), 401);
     c.execute("UPDATE p_ci_builds SET status = 'running' WHERE id = $1", &[&f]).await.unwrap();
     assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", finished.1)), 200, "the older form is found too");
+
+    // Who may see the project's jobs: a public project's, anyone, unless its pipelines are not
+    // public (members only) or CI/CD is off (nobody); a project being deleted is not found.
+    c.execute("UPDATE projects SET visibility_level = 20 WHERE id = $1", &[&p]).await.unwrap();
+    assert_eq!(request(w.port, "GET", &url(f), &[]).status, 200, "a public project");
+    c.execute("UPDATE projects SET public_builds = false WHERE id = $1", &[&p]).await.unwrap();
+    assert_eq!(request(w.port, "GET", &url(f), &[]).status, 401, "public pipelines off");
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-rita"), 200, "a member still reads");
+    c.execute("INSERT INTO project_features (project_id, builds_access_level) VALUES ($1, 0)", &[&p]).await.unwrap();
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-rita"), 403, "CI/CD off");
+    c.execute("UPDATE projects SET pending_delete = true WHERE id = $1", &[&p]).await.unwrap();
+    assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-root"), 404, "being deleted");
+    c.execute("UPDATE projects SET pending_delete = false, public_builds = true, visibility_level = 0 WHERE id = $1", &[&p]).await.unwrap();
+    c.execute("DELETE FROM project_features WHERE project_id = $1", &[&p]).await.unwrap();
     drop(w);
 
     // Without GitLab's secrets no token can be checked: 401, and the worker says why.
