@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::{StreamExt, TryStreamExt};
-use object_store::GetResultPayload;
 use tokio::io::AsyncReadExt;
 
 use super::artifact_path::validate_artifact_path;
@@ -114,17 +113,18 @@ fn archive_of(job: &Job, (who, level): Access) -> Result<&Archive, ApiError> {
 async fn send_archive(api: &Api, archive: &Archive, endpoint: &str) -> Answer {
     let store = api.ctx.stores.for_file_store(archive.file_store);
     let full = store.full_key(&archive.key);
-    let got = store.get(&full).await?.ok_or(ApiError::NotFound("Not Found"))?;
-    let size = got.meta.size;
     let sent = api.ctx.metrics.api_sent_bytes.with_label_values(&[endpoint]);
     let count = move |chunk: &bytes::Bytes| sent.inc_by(chunk.len() as u64);
-    let body = match got.payload {
-        // A local file is read in large chunks (the store's own stream reads 8 KiB at a time).
-        GetResultPayload::File(file, _) => {
-            let reader = tokio::fs::File::from_std(file).take(size);
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_CHUNK).inspect_ok(count))
-        }
-        GetResultPayload::Stream(s) => Body::from_stream(s.inspect_ok(count)),
+    let (body, size) = if store.is_local() {
+        // Read in large chunks (object_store's local stream reads 8 KiB at a time), and never
+        // through a symbolic link.
+        let (file, size) = store.open_local(&full).await?.ok_or(ApiError::NotFound("Not Found"))?;
+        let reader = tokio::fs::File::from_std(file).take(size);
+        (Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_CHUNK).inspect_ok(count)), size)
+    } else {
+        let got = store.get(&full).await?.ok_or(ApiError::NotFound("Not Found"))?;
+        let size = got.meta.size;
+        (Body::from_stream(got.into_stream().inspect_ok(count)), size)
     };
     Ok(attachment(body, size, "application/octet-stream", &archive.file))
 }
@@ -132,7 +132,13 @@ async fn send_archive(api: &Api, archive: &Archive, endpoint: &str) -> Answer {
 /// One file of the archive, streamed out of it; the bytes sent are counted for `endpoint`.
 async fn send_entry(api: &Api, archive: &Archive, entry: &str, endpoint: &str) -> Answer {
     let store: &Store = api.ctx.stores.for_file_store(archive.file_store);
-    let location = Store::path(&store.full_key(&archive.key))?;
+    let full = store.full_key(&archive.key);
+    // On local disk, the archive must be a regular file reached through no symbolic link (the
+    // ranged reads below go through object_store, which would follow one).
+    if store.is_local() && store.open_local(&full).await?.is_none() {
+        return Err(ApiError::NotFound("Not Found"));
+    }
+    let location = Store::path(&full)?;
     let found = match open_entry(store.inner().clone(), &location, entry).await {
         Ok(found) => found,
         Err(ZipEntryError::Store { source: object_store::Error::NotFound { .. }, .. }) => None,

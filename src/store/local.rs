@@ -17,6 +17,8 @@
 //! - **list**: directories are opened the same way and read through their descriptors; symbolic
 //!   links (to files or directories) are not objects of the store and are skipped with a
 //!   warning, as `list-orphans` and `orphan-files` skip them.
+//! - **read** (the Job Artifacts API's downloads): the file is opened the same way, with
+//!   `O_NOFOLLOW`, and must be a regular file: a link planted in the store serves nothing.
 //! - **head** is left to `LocalFileSystem`, which follows links: it only reads metadata, and
 //!   answering truthfully lets `verify` see objects of projects whose directories an operator
 //!   moved to another disk, and lets `delete-orphans` re-check a line and then report its delete
@@ -102,6 +104,39 @@ impl LocalRoot {
                 format_args!("cannot delete {key:?} in {}", self.path.display()),
                 e,
             )),
+        }
+    }
+
+    /// Open an object for reading by its key, without following any link: a symbolic link, or
+    /// one on the way, is refused, and so is anything but a regular file (a FIFO would block the
+    /// reader). None when there is no such object. Blocking: call it from a blocking thread.
+    pub fn open_file(&self, key: &str) -> Result<Option<std::fs::File>> {
+        let (dir, name) = match key.rsplit_once('/') {
+            Some((d, n)) => (Some(d), n),
+            None => (None, key),
+        };
+        let opened;
+        let parent: BorrowedFd<'_> = match dir {
+            None => self.fd.as_fd(),
+            Some(dir) => match self.open_dir(key, dir) {
+                Ok(fd) => {
+                    opened = fd;
+                    opened.as_fd()
+                }
+                Err(Resolve::Missing) => return Ok(None),
+                Err(Resolve::Refused(e)) => return Err(e),
+            },
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(Error::disk(format_args!("cannot open {key:?} in {} (a symbolic link is refused)", self.path.display()), e)),
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => Ok(Some(std::fs::File::from(fd))),
+            Ok(_) => Err(Error::other(format!("{key:?} in {} is not a regular file", self.path.display()))),
+            Err(e) => Err(Error::disk(format_args!("cannot read {key:?} in {}", self.path.display()), e)),
         }
     }
 

@@ -179,6 +179,28 @@ impl Store {
 
     /// Metadata of one object; None when it does not exist. On a `file://` store this follows
     /// symbolic links (it only reads; see [`local`]).
+    /// On a `file://` store, the object at `full` opened for reading without following any
+    /// link, with its size (see [`local`]); None when there is none. Err on other stores.
+    pub async fn open_local(&self, full: &str) -> Result<Option<(std::fs::File, u64)>> {
+        let path = Self::path(full)?;
+        let root = self.local.clone().ok_or_else(|| Error::other(format!("store {} is not on local disk", self.url)))?;
+        let file = tokio::task::spawn_blocking(move || root.open_file(path.as_ref()))
+            .await
+            .map_err(|e| Error::join(format!("opening {full:?} did not finish"), e))??;
+        Ok(match file {
+            Some(f) => {
+                let size = f.metadata().map_err(|e| Error::disk(format_args!("cannot read {full:?}"), e))?.len();
+                Some((f, size))
+            }
+            None => None,
+        })
+    }
+
+    /// Whether this is a `file://` store.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// The object at `full`, to stream from; None when there is none.
     pub async fn get(&self, full: &str) -> Result<Option<object_store::GetResult>> {
         match self.inner.get(&Self::path(full)?).await {

@@ -557,3 +557,25 @@ async fn project_deletes_are_coalesced() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(runs().await, 2, "51 requests: the one running, and one more for all that came during it");
 }
+
+/// A symbolic link planted in a local store serves nothing: neither the archive nor a file of it.
+#[tokio::test]
+async fn a_symbolic_link_in_the_store_is_not_followed() {
+    let s = scene().await;
+    let c = s.db.client().await;
+    let root = s.t.store.local_root().unwrap().to_path_buf();
+    let key = key_of(&c, s.archive_id).await;
+    let secret = root.join("../outside.zip");
+    std::fs::write(&secret, zip_of(&[("README.md", b"secret\n")])).unwrap();
+    std::fs::remove_file(root.join(&key)).unwrap();
+    std::os::unix::fs::symlink(&secret, root.join(&key)).unwrap();
+    let reporter = token(&s.db, &["create", "--user", "rita", "--project", &s.project.to_string(), "--role", "reporter"]);
+    let w = Worker::start(&s.db, &s.t.url, &[]);
+    let archive = format!("/api/v4/projects/{}/jobs/{}/artifacts", s.project, s.job);
+    for url in [archive.clone(), format!("{archive}/README.md")] {
+        let a = w.get(&url, &[&auth(&reporter)]);
+        assert!(a.status == 404 || a.status == 500, "{url}: {} {}", a.status, a.text());
+        assert!(!a.text().contains("secret") && a.body.len() < 100, "{url}: the link's target was served");
+    }
+    std::fs::remove_file(secret).unwrap();
+}
