@@ -82,6 +82,15 @@ const JOBS_PLAN: &str = concat!(
     old_jobs!()
 );
 
+/// The database's now, in GitLab's UTC `timestamp without time zone`, less `older_than_secs`:
+/// what finished before it is old. Fixed for a run.
+pub(crate) async fn cutoff(client: &tokio_postgres::Client, older_than_secs: f64) -> Result<NaiveDateTime> {
+    Ok(client
+        .query_one("SELECT (now() AT TIME ZONE 'UTC') - make_interval(secs => $1) AS cutoff", &[&older_than_secs])
+        .await?
+        .get("cutoff"))
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DeleteOldStats {
     /// Jobs erased (`delete-old jobs`).
@@ -124,13 +133,7 @@ impl BatchTask for DeleteOld {
 
     async fn open(run: &Run<'_>, args: DeleteOldArgs) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
-        let cutoff = client
-            .query_one(
-                "SELECT (now() AT TIME ZONE 'UTC') - make_interval(secs => $1) AS cutoff",
-                &[&args.older_than_secs],
-            )
-            .await?
-            .get("cutoff");
+        let cutoff = cutoff(&client, args.older_than_secs).await?;
         let reason = match args.kind {
             Kind::Artifacts => "delete-old artifacts: job finished before the cutoff",
             Kind::Jobs => "delete-old jobs: job finished before the cutoff, erased",

@@ -15,6 +15,7 @@
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
+use super::delete_old::cutoff;
 use crate::error::Result;
 use crate::tasks::moved::{MoveSql, MovedAudit, move_to_queue_sql};
 use crate::tasks::runner::{BatchTask, Run, Step};
@@ -157,13 +158,7 @@ impl BatchTask for DeleteOldPipelines {
 
     async fn open(run: &Run<'_>, args: DeleteOldPipelinesArgs) -> Result<Self> {
         let client = run.ctx.pool.get().await?;
-        let cutoff = client
-            .query_one(
-                "SELECT (now() AT TIME ZONE 'UTC') - make_interval(secs => $1) AS cutoff",
-                &[&args.older_than_secs],
-            )
-            .await?
-            .get("cutoff");
+        let cutoff = cutoff(&client, args.older_than_secs).await?;
         let audit = MovedAudit::new(run, "deleted", "delete-old pipelines: pipeline finished before the cutoff, deleted");
         Ok(DeleteOldPipelines { client, args, cutoff, audit })
     }

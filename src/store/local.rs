@@ -28,7 +28,7 @@
 //! control character), so every segment is one plain directory entry name.
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,22 +81,12 @@ impl LocalRoot {
 
     /// Delete one object by its key relative to the root. Blocking: call it from a blocking thread.
     pub fn delete(&self, key: &str) -> Result<()> {
-        let (dir, name) = match key.rsplit_once('/') {
-            Some((d, n)) => (Some(d), n),
-            None => (None, key),
+        let (opened, name) = match self.parent(key) {
+            Ok(p) => p,
+            Err(Resolve::Missing) => return Ok(()),
+            Err(Resolve::Refused(e)) => return Err(e),
         };
-        let opened;
-        let parent: BorrowedFd<'_> = match dir {
-            None => self.fd.as_fd(),
-            Some(dir) => match self.open_dir(key, dir) {
-                Ok(fd) => {
-                    opened = fd;
-                    opened.as_fd()
-                }
-                Err(Resolve::Missing) => return Ok(()),
-                Err(Resolve::Refused(e)) => return Err(e),
-            },
-        };
+        let parent = opened.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
         // unlinkat never follows a link in its last component: a link is removed as a link.
         match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -111,22 +101,12 @@ impl LocalRoot {
     /// one on the way, is refused, and so is anything but a regular file (a FIFO would block the
     /// reader). None when there is no such object. Blocking: call it from a blocking thread.
     pub fn open_file(&self, key: &str) -> Result<Option<std::fs::File>> {
-        let (dir, name) = match key.rsplit_once('/') {
-            Some((d, n)) => (Some(d), n),
-            None => (None, key),
+        let (opened, name) = match self.parent(key) {
+            Ok(p) => p,
+            Err(Resolve::Missing) => return Ok(None),
+            Err(Resolve::Refused(e)) => return Err(e),
         };
-        let opened;
-        let parent: BorrowedFd<'_> = match dir {
-            None => self.fd.as_fd(),
-            Some(dir) => match self.open_dir(key, dir) {
-                Ok(fd) => {
-                    opened = fd;
-                    opened.as_fd()
-                }
-                Err(Resolve::Missing) => return Ok(None),
-                Err(Resolve::Refused(e)) => return Err(e),
-            },
-        };
+        let parent = opened.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(parent, name, flags, Mode::empty()) {
             Ok(fd) => fd,
@@ -137,6 +117,15 @@ impl LocalRoot {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => Ok(Some(std::fs::File::from(fd))),
             Ok(_) => Err(Error::other(format!("{key:?} in {} is not a regular file", self.path.display()))),
             Err(e) => Err(Error::disk(format_args!("cannot read {key:?} in {}", self.path.display()), e)),
+        }
+    }
+
+    /// The directory of `key`, opened without following links (None: the root itself), and the
+    /// key's last segment.
+    fn parent<'k>(&self, key: &'k str) -> Result<(Option<OwnedFd>, &'k str), Resolve> {
+        match key.rsplit_once('/') {
+            Some((dir, name)) => Ok((Some(self.open_dir(key, dir)?), name)),
+            None => Ok((None, key)),
         }
     }
 
