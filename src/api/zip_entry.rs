@@ -42,8 +42,8 @@ use async_compression::tokio::bufread::DeflateDecoder;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 /// Largest central directory read (about two million entries with 80-byte names); beyond it the
@@ -313,7 +313,7 @@ impl Archive {
             Some(bytes) => scan(&mut &bytes[..], name).await,
             None if range.is_empty() => Ok(None),
             None => {
-                let chunks = self.get(range).await?.into_stream().map_err(io::Error::other);
+                let chunks = body(self.get(range).await?);
                 scan(&mut StreamReader::new(chunks), name).await
             }
         };
@@ -349,7 +349,7 @@ impl Archive {
         if range.is_empty() {
             return Ok(stream::empty().boxed());
         }
-        Ok(self.get(range).await?.into_stream().map_err(io::Error::other).boxed())
+        Ok(body(self.get(range).await?))
     }
 
     /// A ranged GET, pinned to the ETag of `head`.
@@ -522,6 +522,28 @@ async fn skip<R: AsyncBufRead + Unpin>(reader: &mut R, mut count: u64) -> io::Re
 }
 
 /// The uncompressed bytes, in chunks of at most [`MAX_CHUNK`].
+/// Bytes read from a local file at a time.
+const LOCAL_READ: usize = 256 << 10;
+
+/// The body of a ranged GET: from a local file, [`LOCAL_READ`] bytes a read (object_store's own
+/// stream reads a local file 8 KiB at a time, each read a blocking task of its own, which made a
+/// stored entry 5 times slower than the archive); from any other store, as it sends it.
+fn body(result: GetResult) -> BoxStream<'static, io::Result<Bytes>> {
+    match result.payload {
+        GetResultPayload::File(file, _) => {
+            let range = result.range;
+            stream::once(async move {
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(io::SeekFrom::Start(range.start)).await?;
+                Ok::<_, io::Error>(ReaderStream::with_capacity(file.take(range.end - range.start), LOCAL_READ))
+            })
+            .try_flatten()
+            .boxed()
+        }
+        GetResultPayload::Stream(s) => s.map_err(io::Error::other).boxed(),
+    }
+}
+
 fn decompress(
     compressed: BoxStream<'static, io::Result<Bytes>>,
     method: u16,
