@@ -23,20 +23,36 @@ pub struct Project {
     pub builds_disabled: bool,
 }
 
+/// The project of full path `$2`: the exact path, else the path in any case (GitLab's routes
+/// are found case-insensitively); the second lookup runs only when the first finds nothing.
+macro_rules! by_path {
+    () => {
+        "(SELECT source_id FROM routes WHERE source_type = 'Project' AND path = $2
+          UNION ALL
+          (SELECT source_id FROM routes WHERE source_type = 'Project' AND lower(path) = lower($2) LIMIT 1)
+          LIMIT 1)"
+    };
+}
+
 /// `$1` an id or NULL, `$2` a full path or NULL. Standalone: every project's jobs are open.
-const STANDALONE_PROJECT: &str = "
-SELECT p.id, p.visibility_level, true AS builds_open, false AS builds_disabled FROM projects p
-WHERE p.id = COALESCE($1, (SELECT source_id FROM routes WHERE source_type = 'Project' AND path = $2))";
+const STANDALONE_PROJECT: &str = concat!(
+    "SELECT p.id, p.visibility_level, true AS builds_open, false AS builds_disabled FROM projects p
+     WHERE p.id = COALESCE($1, ",
+    by_path!(),
+    ")"
+);
 
 /// On GitLab's tables: also the project's CI visibility; projects being deleted or hidden are
 /// not found, as GitLab's API does not find them.
-const GITLAB_PROJECT: &str = "
-SELECT p.id, p.visibility_level,
-       p.public_builds IS NOT FALSE AND COALESCE(f.builds_access_level, 20) >= 20 AS builds_open,
-       COALESCE(f.builds_access_level, 20) = 0 OR COALESCE(f.repository_access_level, 20) = 0 AS builds_disabled
-FROM projects p LEFT JOIN project_features f ON f.project_id = p.id
-WHERE p.id = COALESCE($1, (SELECT source_id FROM routes WHERE source_type = 'Project' AND path = $2))
-  AND p.pending_delete IS NOT TRUE AND p.hidden IS NOT TRUE";
+const GITLAB_PROJECT: &str = concat!(
+    "SELECT p.id, p.visibility_level,
+            p.public_builds IS NOT FALSE AND COALESCE(f.builds_access_level, 20) >= 20 AS builds_open,
+            COALESCE(f.builds_access_level, 20) = 0 OR COALESCE(f.repository_access_level, 20) = 0 AS builds_disabled
+     FROM projects p LEFT JOIN project_features f ON f.project_id = p.id
+     WHERE p.pending_delete IS NOT TRUE AND p.hidden IS NOT TRUE AND p.id = COALESCE($1, ",
+    by_path!(),
+    ")"
+);
 
 /// The project `id` names (its id, or its full path, already percent-decoded), on GitLab's
 /// tables when `gitlab`.

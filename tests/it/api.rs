@@ -170,6 +170,7 @@ async fn downloads_stream_the_archive_and_single_files_by_job_and_by_ref() {
     for url in [
         format!("/api/v4/projects/{p}/jobs/{job}/artifacts"),
         format!("/api/v4/projects/{path}/jobs/{job}/artifacts"),
+        format!("/api/v4/projects/GROUP%2FP-{p}/jobs/{job}/artifacts"),
         format!("/api/v4/projects/{p}/jobs/artifacts/main/download?job=build"),
     ] {
         let a = w.get(&url, &[&h]);
@@ -216,10 +217,10 @@ async fn downloads_stream_the_archive_and_single_files_by_job_and_by_ref() {
     let value = |series: &str| -> u64 {
         metrics.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{series} missing"))
     };
-    assert_eq!(value(r#"housekeep_api_requests_total{code="200",endpoint="download"} "#), 2);
+    assert_eq!(value(r#"housekeep_api_requests_total{code="200",endpoint="download"} "#), 3);
     assert_eq!(value(r#"housekeep_api_requests_total{code="400",endpoint="file"} "#), 5);
     assert_eq!(value(r#"housekeep_api_requests_total{code="404",endpoint="download_by_ref"} "#), 2);
-    assert_eq!(value(r#"housekeep_api_sent_bytes_total{endpoint="download"} "#), 2 * s.archive.len() as u64);
+    assert_eq!(value(r#"housekeep_api_sent_bytes_total{endpoint="download"} "#), 3 * s.archive.len() as u64);
     assert_eq!(value(r#"housekeep_api_requests_total{code="200",endpoint="keep"} "#), 0, "every series exists from the start");
 
     // Expired on an unlocked pipeline: 404 by job id (the answer a CI job gets); the object
