@@ -16,8 +16,8 @@
 //!   decrypted. The job stands for the user who started it (`p_ci_builds.user_id`), in its own
 //!   project only, while it is running or canceling.
 //!
-//! Not supported: JWT job tokens (`glcbt-` followed by a signed JWT), which top-level groups
-//! can opt into since GitLab 17.10; they are refused (401).
+//! - a JWT job token (`glcbt-` and a signed JWT, since GitLab 17.10) is checked with GitLab's
+//!   signing key ([`super::gitlab_jwt`]) and names its job; the job must be running, as above.
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -25,6 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
+use super::gitlab_jwt::{JobTokenKey, is_jwt};
 use crate::error::Result;
 
 /// What checking GitLab's tokens needs: the installation's `db_key_base`, reduced to the two
@@ -35,6 +36,8 @@ pub struct GitlabAuth {
     salt: String,
     /// The first 32 bytes of `db_key_base`, padded with '0': the AES key.
     key32: [u8; 32],
+    /// The key of JWT job tokens, once loaded ([`GitlabAuth::load_job_token_key`]).
+    jwt: Option<JobTokenKey>,
 }
 
 /// Never shows the key.
@@ -52,6 +55,9 @@ WHERE t.token_digest = $1 AND t.revoked IS NOT TRUE
 const JOB: &str = "
 SELECT b.id, b.project_id, b.status, b.user_id FROM p_ci_builds b
 WHERE b.token_encrypted = ANY($1) AND b.erased_at IS NULL";
+
+const JOB_BY_ID: &str = "
+SELECT b.id, b.project_id, b.status, b.user_id FROM p_ci_builds b WHERE b.id = $1 AND b.erased_at IS NULL";
 
 /// An administrator has every role; others the highest of their authorisations in the project.
 const LEVEL: &str = "
@@ -79,7 +85,21 @@ impl GitlabAuth {
         let bytes = db_key_base.as_bytes();
         let n = bytes.len().min(32);
         key32[..n].copy_from_slice(&bytes[..n]);
-        GitlabAuth { salt, key32 }
+        GitlabAuth { salt, key32, jwt: None }
+    }
+
+    /// Load GitLab's JWT job token key; without it (an older GitLab, another `db_key_base`) JWT
+    /// job tokens are refused, and the log says why.
+    pub async fn load_job_token_key(mut self, client: &tokio_postgres::Client) -> GitlabAuth {
+        let cipher = Aes256Gcm::new_from_slice(&self.key32).expect("a 32-byte key");
+        let decrypt = |iv: &[u8], sealed: &[u8]| {
+            (iv.len() == 12).then(|| cipher.decrypt(Nonce::from_slice(iv), sealed).ok()).flatten()
+        };
+        match JobTokenKey::load(client, decrypt).await {
+            Ok(key) => self.jwt = Some(key),
+            Err(why) => tracing::warn!("JWT job tokens will be refused: {why}"),
+        }
+        self
     }
 
     /// `personal_access_tokens.token_digest` of a token.
@@ -114,8 +134,13 @@ impl GitlabAuth {
         }))
     }
 
-    /// The job a job token belongs to (whatever its status).
+    /// The job a job token belongs to (whatever its status): by its signature for a JWT, by
+    /// `token_encrypted` otherwise.
     pub async fn job(&self, client: &tokio_postgres::Client, token: &str) -> Result<Option<tokio_postgres::Row>> {
+        if is_jwt(token) {
+            let Some(id) = self.jwt.as_ref().and_then(|k| k.job_id(token)) else { return Ok(None) };
+            return Ok(client.query_opt(JOB_BY_ID, &[&id]).await?);
+        }
         let candidates = self.token_encrypted(token);
         Ok(client.query_opt(JOB, &[&candidates.as_slice()]).await?)
     }

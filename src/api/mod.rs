@@ -12,6 +12,7 @@ pub mod download;
 pub mod error;
 pub mod expiry_queue;
 pub mod gitlab_auth;
+pub mod gitlab_jwt;
 pub mod gitlab_secrets;
 pub mod lookup;
 pub mod manage;
@@ -59,7 +60,10 @@ impl Api {
                         "GitLab's tables lack what the Job Artifacts API reads: its requests will fail (500); the housekeeping tasks are not affected"
                     );
                 }
-                gitlab_authority(ctx.config.gitlab_secrets_file.as_deref())?
+                match gitlab_authority(ctx.config.gitlab_secrets_file.as_deref())? {
+                    Authority::Gitlab(Some(g)) => Authority::Gitlab(Some(g.load_job_token_key(&client).await)),
+                    other => other,
+                }
             }
         };
         drop(client);

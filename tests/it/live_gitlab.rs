@@ -499,6 +499,21 @@ async fn the_api_checks_gitlabs_own_tokens_with_the_secrets_file() {
     }
     let (running, finished) = (jobs[0], jobs[1]);
 
+    // GitLab's JWT job token signing key, encrypted under db_key_base as GitLab stores it.
+    let signing_pem = rsa_private_pem();
+    let iv: [u8; 12] = rand::random();
+    let sealed = {
+        use aes_gcm::aead::{Aead, KeyInit};
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key_base.as_bytes()[..32]).unwrap();
+        cipher.encrypt(aes_gcm::Nonce::from_slice(&iv), signing_pem.as_slice()).unwrap()
+    };
+    c.execute(
+        "INSERT INTO application_settings (encrypted_ci_job_token_signing_key, encrypted_ci_job_token_signing_key_iv) VALUES ($1, $2)",
+        &[&sealed, &iv.as_slice()],
+    )
+    .await
+    .unwrap();
+
     let w = Worker::start(&db, &t.url, &[("HOUSEKEEP_GITLAB_SECRETS_FILE", secrets.to_str().unwrap())]);
     let url = |job: i64| format!("/api/v4/projects/grp%2Fapp/jobs/{job}/artifacts");
     let status = |method: &str, u: &str, h: &str| request(w.port, method, u, &[h]).status;
@@ -520,6 +535,17 @@ async fn the_api_checks_gitlabs_own_tokens_with_the_secrets_file() {
     assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", finished.1)), 401);
     c.execute("UPDATE p_ci_builds SET status = 'running' WHERE id = $1", &[&f]).await.unwrap();
     assert_eq!(status("GET", &url(f), &format!("JOB-TOKEN: {}", finished.1)), 200, "the older form is found too");
+
+    // JWT job tokens, signed with GitLab's key: valid while the job runs and the token is.
+    let now = chrono::Utc::now().timestamp();
+    let jwt = |pem: &[u8], job: i64, nbf: i64, exp: i64| format!("JOB-TOKEN: glcbt-{}", sign_jwt(pem, job, nbf, exp));
+    assert_eq!(status("GET", &url(f), &jwt(&signing_pem, r, now - 5, now + 600)), 200, "a JWT job token");
+    assert_eq!(status("GET", &url(f), &jwt(&signing_pem, r, now - 600, now - 60)), 401, "an expired one");
+    assert_eq!(status("GET", &url(f), &jwt(&signing_pem, r, now + 300, now + 600)), 401, "one not valid yet");
+    assert_eq!(status("GET", &url(f), &jwt(&rsa_private_pem(), r, now - 5, now + 600)), 401, "one signed by another key");
+    c.execute("UPDATE p_ci_builds SET status = 'success' WHERE id = $1", &[&r]).await.unwrap();
+    assert_eq!(status("GET", &url(f), &jwt(&signing_pem, r, now - 5, now + 600)), 401, "its job finished");
+    c.execute("UPDATE p_ci_builds SET status = 'running' WHERE id = $1", &[&r]).await.unwrap();
 
     // Who may see the project's jobs: a public project's, anyone, unless its pipelines are not
     // public (members only) or CI/CD is off (nobody); a project being deleted is not found.
@@ -543,4 +569,23 @@ async fn the_api_checks_gitlabs_own_tokens_with_the_secrets_file() {
     let o = hk(&db, &t, &["token", "create", "--user", "x", "--project", "grp/app", "--role", "reporter"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("GitLab"), "{}", stderr(&o));
+}
+
+/// A new 2048-bit RSA private key, PEM (PKCS#1, as GitLab writes its signing key).
+fn rsa_private_pem() -> Vec<u8> {
+    let o = std::process::Command::new("openssl").args(["genrsa", "-traditional", "2048"]).output().expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// A job token JWT as GitLab's `Ci::JobToken::Jwt` makes one (without the prefix).
+fn sign_jwt(pem: &[u8], job: i64, nbf: i64, exp: i64) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::PrivatePkcs1KeyDer::from_pem_slice(pem).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(der.secret_pkcs1_der());
+    let claims = serde_json::json!({
+        "sub": format!("gid://gitlab/Ci::Build/{job}"), "iss": "gitlab.example.com", "aud": "gitlab-authz-token",
+        "version": "0.1.0", "jti": "j", "iat": nbf + 5, "nbf": nbf, "exp": exp,
+    });
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap()
 }
