@@ -39,20 +39,8 @@ ROUNDS=${BENCH_ROUNDS:-${ROUNDS:-3}}
 CONC=${BENCH_CONCURRENCY:-8}
 
 ensure_packages
-missing=()
-command -v curl >/dev/null || missing+=(curl)
-command -v unzip >/dev/null || missing+=(unzip)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [ -n "${HK_BIN:-}" ]; then
-  HK=$HK_BIN
-else
-  cargo build --release --quiet
-  HK="$ROOT/target/release/housekeep"
-fi
+ensure_tools curl unzip
+housekeep_release
 
 start_servers /var/tmp/housekeep-bench-api
 WORKER_PID=""

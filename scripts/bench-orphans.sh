@@ -13,12 +13,7 @@ S3_N=${2:-200000}
 ensure_packages --python
 command -v /usr/bin/time >/dev/null || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq time >/dev/null; }
 ensure_moto
-if [ -n "${HK_BIN:-}" ]; then
-  HK=$HK_BIN
-else
-  cargo build --release --quiet
-  HK="$ROOT/target/release/housekeep"
-fi
+housekeep_release
 
 start_servers /var/tmp/housekeep-bench bench
 export HOUSEKEEP_LOG=warn

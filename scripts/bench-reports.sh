@@ -20,12 +20,7 @@ BIG=$((N / 10))
 RUNS=3
 
 ensure_packages
-if [ -n "${HK_BIN:-}" ]; then
-  HK=$HK_BIN
-else
-  cargo build --release --quiet
-  HK="$ROOT/target/release/housekeep"
-fi
+housekeep_release
 
 # auto_explain is loaded but off (log_min_duration -1, its default) while timing; switched on
 # afterwards with ALTER SYSTEM (a -c option would override it).

@@ -45,22 +45,9 @@ done
 
 ensure_packages --python
 ensure_moto
-missing=()
-[ -x /usr/bin/time ] || missing+=(time)
-command -v curl >/dev/null || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_tools time curl
 
-if [ -n "${HK_BIN:-}" ]; then
-  HK=$HK_BIN
-else
-  log "building housekeep (release)"
-  cargo build --release --quiet
-  HK="$ROOT/target/release/housekeep"
-fi
+housekeep_release
 PY="$ROOT/.venv/bin/python"
 
 # The first pass's configuration starts the server; later passes restart it on the same data.

@@ -12,6 +12,38 @@ pg_bindir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
 
+# apt_install PKG…: install these Debian packages (nothing when none is given).
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  log "installing $*"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ensure_tools PKG…: install the packages whose command of the same name is missing (time:
+# /usr/bin/time, not the shell's keyword).
+ensure_tools() {
+  local missing=() p
+  for p in "$@"; do
+    case $p in
+      time) [ -x /usr/bin/time ] || missing+=(time) ;;
+      *) command -v "$p" >/dev/null || missing+=("$p") ;;
+    esac
+  done
+  apt_install "${missing[@]}"
+}
+
+# Set HK to the housekeep binary of the benchmarks: $HK_BIN, or a release build.
+housekeep_release() {
+  if [ -n "${HK_BIN:-}" ]; then
+    HK=$HK_BIN
+  else
+    log "building housekeep (release)"
+    cargo build --release --quiet
+    HK="$ROOT/target/release/housekeep"
+  fi
+}
+
 # Install the Debian packages that are missing (PostgreSQL server, Python venv support).
 ensure_packages() {
   local missing=()
@@ -21,11 +53,7 @@ ensure_packages() {
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   fi
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  apt_install "${missing[@]}"
 }
 
 free_port() {
@@ -213,9 +241,5 @@ ensure_systemd_tools() {
   local missing=()
   command -v systemd-analyze >/dev/null || missing+=(systemd)
   command -v strace >/dev/null || missing+=(strace)
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  apt_install "${missing[@]}"
 }
