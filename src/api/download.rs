@@ -71,9 +71,7 @@ type Access = (Principal, i16);
 
 /// The job of the project, for a reader; 404 for a job id that is not one of the project's.
 async fn job_by_id(api: &Api, headers: &HeaderMap, q: Option<&str>, id: &str, job_id: &str) -> Result<(Job, Access), ApiError> {
-    let a = api.admit(headers, q, id, Need::Read).await?;
-    let job_id: i64 = job_id.parse().map_err(|_| ApiError::NotFound("Not found"))?;
-    let job = lookup::job(&a.client, a.project.id, job_id).await?.ok_or(ApiError::NotFound("Not found"))?;
+    let (a, job) = api.admit_job(headers, q, id, job_id, Need::Read).await?;
     Ok((job, (a.who, a.level)))
 }
 

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::auth::{Need, Principal};
 use super::error::ApiError;
-use super::lookup::{self, Job};
-use super::{Admitted, Api};
+use super::lookup::Job;
+use super::Api;
 use crate::actions::job;
 use crate::audit::Audit;
 use crate::tasks::moved::MovedAudit;
@@ -24,21 +24,25 @@ type Answer = Result<Response, ApiError>;
 
 /// `POST /projects/:id/jobs/:job_id/artifacts/keep`: 200 with the job.
 pub async fn keep(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
-    let (a, job) = job_for(&api, &headers, q.as_deref(), &id, &job_id, Need::Keep).await?;
+    let (a, mut job) = api.admit_job(&headers, q.as_deref(), &id, &job_id, Need::Keep).await?;
     // GitLab keeps only artifacts that can still be downloaded: expired ones are gone.
     if job.downloadable_archive(chrono::Utc::now()).is_none() {
         return Err(ApiError::NotFound("Not Found"));
     }
     job::keep(&a.client, job.id, job.partition_id).await?;
-    tracing::info!(target: "housekeep::audit", task = "api", action = "kept", job_id = job.id, user = %who(a.who), reason = "API: keep");
-    let job = lookup::job(&a.client, a.project.id, job.id).await?.ok_or(ApiError::NotFound("Not found"))?;
+    audit("kept", Subject::Job(job.id), a.who, "API: keep");
+    // What keep changed, without reading the job again.
+    job.artifacts_expire_at = None;
+    if let Some(archive) = job.archive.as_mut() {
+        archive.expire_at = None;
+    }
     Ok(Json(job_json(&job)).into_response())
 }
 
 /// `DELETE /projects/:id/jobs/:job_id/artifacts`: 204, whatever there was to delete.
 pub async fn delete_job_artifacts(State(api): State<Api>, Path((id, job_id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
-    let (a, job) = job_for(&api, &headers, q.as_deref(), &id, &job_id, Need::Delete).await?;
-    tracing::info!(target: "housekeep::audit", task = "api", action = "delete-requested", job_id = job.id, user = %who(a.who), reason = "API: DELETE job artifacts");
+    let (a, job) = api.admit_job(&headers, q.as_deref(), &id, &job_id, Need::Delete).await?;
+    audit("delete-requested", Subject::Job(job.id), a.who, "API: DELETE job artifacts");
     let mut audit = MovedAudit::with(Audit::new(0, "api"), "deleted", "API: DELETE job artifacts");
     job::delete(&a.client, job.id, job.partition_id, &mut audit).await?;
     audit.finish().await?;
@@ -49,18 +53,25 @@ pub async fn delete_job_artifacts(State(api): State<Api>, Path((id, job_id)): Pa
 pub async fn delete_project_artifacts(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
     let a = api.admit(&headers, q.as_deref(), &id, Need::Delete).await?;
     let project_id = a.project.id;
-    tracing::info!(target: "housekeep::audit", task = "api", action = "expire-requested", project_id, user = %who(a.who), reason = "API: DELETE project artifacts");
+    audit("expire-requested", Subject::Project(project_id), a.who, "API: DELETE project artifacts");
     drop(a);
     api.expiries.push(project_id);
     Ok((StatusCode::ACCEPTED, Json(json!({ "message": "202 Accepted" }))).into_response())
 }
 
-/// The job of the project, for a request that changes it.
-async fn job_for(api: &Api, headers: &HeaderMap, q: Option<&str>, id: &str, job_id: &str, need: Need) -> Result<(Admitted, Job), ApiError> {
-    let a = api.admit(headers, q, id, need).await?;
-    let job_id: i64 = job_id.parse().map_err(|_| ApiError::NotFound("Not found"))?;
-    let job = lookup::job(&a.client, a.project.id, job_id).await?.ok_or(ApiError::NotFound("Not found"))?;
-    Ok((a, job))
+/// What a request acted on.
+enum Subject {
+    Job(i64),
+    Project(i64),
+}
+
+/// An audit record of a request: what it did to which job or project, and who asked.
+fn audit(action: &str, subject: Subject, by: Principal, reason: &str) {
+    let user = who(by);
+    match subject {
+        Subject::Job(job_id) => tracing::info!(target: "housekeep::audit", task = "api", action, job_id, user, reason),
+        Subject::Project(project_id) => tracing::info!(target: "housekeep::audit", task = "api", action, project_id, user, reason),
+    }
 }
 
 /// Who made a request, for audit records (never a token).

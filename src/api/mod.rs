@@ -89,6 +89,17 @@ impl Api {
     }
 }
 
+impl Api {
+    /// [`Api::admit`], then job `job_id` of the project (404 for a job id that is not one of
+    /// the project's).
+    async fn admit_job(&self, headers: &HeaderMap, query: Option<&str>, id: &str, job_id: &str, need: Need) -> std::result::Result<(Admitted, lookup::Job), ApiError> {
+        let a = self.admit(headers, query, id, need).await?;
+        let job_id: i64 = job_id.parse().map_err(|_| ApiError::NotFound("Not found"))?;
+        let job = lookup::job(&a.client, a.project.id, job_id).await?.ok_or(ApiError::NotFound("Not found"))?;
+        Ok((a, job))
+    }
+}
+
 /// GitLab's tokens are checked with the `db_key_base` of GitLab's secrets file, when there is one.
 fn gitlab_authority(configured: Option<&str>) -> Result<Authority> {
     let Some(path) = gitlab_secrets::locate(configured) else {
