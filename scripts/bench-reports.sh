@@ -103,17 +103,21 @@ wall() {
   echo "$best"
 }
 
-out=$(mktemp)
-{
+# time_table COMMAND…: a table of the rows each command returns and its best wall time
+time_table() {
   echo "| command | rows returned | wall time, best of $RUNS (s) | target |"
   echo "|---|---|---|---|"
-} >"$out"
-for r in "${REPORTS[@]}"; do
-  log "timing: housekeep $r"
-  # shellcheck disable=SC2086
-  n=$("$HK" $r --format json | python3 -c "import json, sys; d = json.load(sys.stdin); print(len(d) if isinstance(d, list) else 1)")
-  echo "| \`housekeep $r\` | $n | $(wall "$r") | < 2 |" >>"$out"
-done
+  local r n
+  for r in "$@"; do
+    log "timing: housekeep $r"
+    # shellcheck disable=SC2086
+    n=$("$HK" $r --format json | python3 -c "import json, sys; d = json.load(sys.stdin); print(len(d) if isinstance(d, list) else 1)")
+    echo "| \`housekeep $r\` | $n | $(wall "$r") | < 2 |"
+  done
+}
+
+out=$(mktemp)
+time_table "${REPORTS[@]}" >"$out"
 
 # The plans: auto_explain on for every statement, each command run once more.
 "${PSQL[@]}" -d postgres -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" -c "SELECT pg_reload_conf()" >/dev/null
@@ -161,15 +165,8 @@ sleep 1
   echo
   echo "Without \`p_ci_job_artifacts_expire_at_job_id_idx (expire_at, job_id)\`:"
   echo
-  echo "| command | rows returned | wall time, best of $RUNS (s) | target |"
-  echo "|---|---|---|---|"
+  time_table "${NOIDX[@]}"
 } >>"$out"
-for r in "${NOIDX[@]}"; do
-  log "timing without the expire_at index: housekeep $r"
-  # shellcheck disable=SC2086
-  n=$("$HK" $r --format json | python3 -c "import json, sys; print(len(json.load(sys.stdin)))")
-  echo "| \`housekeep $r\` | $n | $(wall "$r") | < 2 |" >>"$out"
-done
 "${PSQL[@]}" -d postgres -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 1
 for r in "${NOIDX[@]}"; do

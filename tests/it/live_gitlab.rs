@@ -16,7 +16,7 @@ use housekeep::store::layout;
 const SHAPE: &str = include_str!("fixtures/gitlab_shape.sql");
 
 /// An empty database with GitLab's tables and nothing of housekeep.
-async fn gitlab_db() -> TestDb {
+pub(crate) async fn gitlab_db() -> TestDb {
     let db = TestDb::empty().await;
     db.client().await.batch_execute(SHAPE).await.expect("GitLab shape");
     db
@@ -159,7 +159,7 @@ fn age(store: &TestStore, key: &str) {
     f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400)).unwrap();
 }
 
-async fn project(c: &tokio_postgres::Client, path: &str) -> i64 {
+pub(crate) async fn project(c: &tokio_postgres::Client, path: &str) -> i64 {
     let id: i64 = c
         .query_one(
             "INSERT INTO projects (name, path, namespace_id, organization_id, project_namespace_id) VALUES ('app', 'app', 1, 1, 2) RETURNING id",

@@ -507,24 +507,11 @@ async fn bad_input_exits_2_with_a_clear_message_and_changes_nothing() {
 /// gitlab_partitions_dynamic), found by full path, and GitLab's tables left as they were.
 #[tokio::test]
 async fn reports_and_explain_work_on_a_gitlab_shaped_database() {
-    let db = TestDb::empty().await;
+    let db = crate::live_gitlab::gitlab_db().await;
     let c = db.client().await;
-    c.batch_execute(include_str!("fixtures/gitlab_shape.sql"))
-        .await
-        .expect("GitLab shape");
     let o = hk(&db, &["migrate"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let project: i64 = c
-        .query_one(
-            "INSERT INTO projects (name, path, namespace_id, organization_id, project_namespace_id) VALUES ('app', 'app', 1, 1, 2) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    c.execute("INSERT INTO routes (source_id, source_type, path, namespace_id) VALUES ($1, 'Project', 'grp/app', 1)", &[&project])
-        .await
-        .unwrap();
+    let project = crate::live_gitlab::project(&c, "grp/app").await;
     let mut ids = Vec::new();
     let mut jobs = Vec::new();
     for partition in [100i64, 101] {
