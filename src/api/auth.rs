@@ -178,7 +178,7 @@ impl Authority {
         if project.builds_disabled && level > 0 {
             return Err(ApiError::Forbidden);
         }
-        if level >= need.level() && !project.builds_disabled {
+        if level >= need.level() {
             return Ok(level);
         }
         let visible = project.visibility_level >= PUBLIC || (project.visibility_level >= INTERNAL && matches!(who, Principal::User { .. }));
