@@ -560,6 +560,12 @@ async fn the_api_checks_gitlabs_own_tokens_with_the_secrets_file() {
     assert_eq!(status("GET", &url(f), "PRIVATE-TOKEN: glpat-root"), 404, "being deleted");
     c.execute("UPDATE projects SET pending_delete = false, public_builds = true, visibility_level = 0 WHERE id = $1", &[&p]).await.unwrap();
     c.execute("DELETE FROM project_features WHERE project_id = $1", &[&p]).await.unwrap();
+    // Neither GitLab's key nor a token reached the log (the worker logs at trace).
+    let log = std::fs::read_to_string(&w.log).unwrap();
+    assert!(!log.contains(&key_base[..32]), "db_key_base is in the worker's log");
+    for t in ["glpat-rita", running.1, finished.1, &g.token_digest("glpat-rita")] {
+        assert!(!log.contains(t), "a token or its digest is in the worker's log");
+    }
     drop(w);
 
     // Without GitLab's secrets no token can be checked: 401, and the worker says why.
