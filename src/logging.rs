@@ -9,7 +9,9 @@
 //! visible under a stream of audit records.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::ser::{SerializeMap, Serializer};
 use tracing::field::{Field, Visit};
@@ -26,6 +28,11 @@ static JSON: OnceLock<bool> = OnceLock::new();
 /// The progress bar on screen, if any: log lines are written above it.
 static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
 
+/// Bytes of log lines handed to the background writer, and bytes it has written: [`drain`]
+/// waits for the second to reach the first.
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
 /// Event fields whose value is JSON text, written as JSON.
 const JSON_FIELDS: &[&str] = &["counts", "tasks"];
 
@@ -39,7 +46,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .finish(AboveTheBar);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(Counted(writer));
     let _ = if json {
         builder.event_format(JsonLines).try_init()
     } else {
@@ -104,6 +111,37 @@ pub fn error_line(message: &str, exit_code: i32) -> String {
     .to_string()
 }
 
+/// Wait (at most 2 s) until the background writer has written every line logged so far: a
+/// progress bar is finished only after the lines logged while it was shown are drawn above it.
+pub fn drain() {
+    let target = QUEUED.load(Ordering::Acquire);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while WRITTEN.load(Ordering::Acquire) < target && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The background writer's handle, counting the bytes handed to it.
+struct Counted(tracing_appender::non_blocking::NonBlocking);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Counted {
+    type Writer = Counted;
+    fn make_writer(&'a self) -> Counted {
+        Counted(self.0.clone())
+    }
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        QUEUED.fetch_add(n as u64, Ordering::AcqRel);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Draw log lines above `bar` while it is shown; `None` when it is gone.
 pub fn set_progress_bar(bar: Option<indicatif::ProgressBar>) {
     if let Ok(mut b) = BAR.lock() {
@@ -117,10 +155,12 @@ struct AboveTheBar;
 impl Write for AboveTheBar {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let bar = BAR.lock().ok().and_then(|b| b.clone());
-        match bar {
+        let n = match bar {
             Some(bar) if !bar.is_finished() => bar.suspend(|| std::io::stderr().write(buf)),
             _ => std::io::stderr().write(buf),
-        }
+        }?;
+        WRITTEN.fetch_add(n as u64, Ordering::AcqRel);
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()

@@ -184,9 +184,11 @@ pub fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> 
     })
 }
 
-/// Clear the progress bar, if one is drawn.
+/// Clear the progress bar, if one is drawn, once the lines logged while it was shown are drawn
+/// above it.
 pub fn finish_progress(bar: Option<indicatif::ProgressBar>) {
     if let Some(p) = bar {
+        crate::logging::drain();
         crate::logging::set_progress_bar(None);
         p.finish_and_clear();
     }
